@@ -1,0 +1,1 @@
+"""Hardware self-test of a worker (registry `diagnostics/1.0/selftest`)."""

@@ -1,0 +1,1 @@
+"""Array backend: device selection, CuPy kernels and their NumPy/torch CPU twins."""
