@@ -1,0 +1,1 @@
+"""The user API and the worker API (DRF), thin over `jobs.services`."""

@@ -1,0 +1,230 @@
+"""The user API: datasets and files, jobs, applications. Querysets are scoped to the requesting user."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponseRedirect
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, pagination, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import services, states, storage
+from jobs.api.serializers import (
+    DatasetSerializer,
+    FileSerializer,
+    JobCreateSerializer,
+    JobListSerializer,
+    JobSerializer,
+)
+from jobs.models import Dataset, File, Job
+from jobs.registry import get_registry
+
+
+class JobCursorPagination(pagination.CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class PresignedUploadSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=1000)
+    size = serializers.IntegerField(min_value=0)
+    sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", error_messages={"invalid": "64 hex characters"})
+
+
+class DatasetViewSet(viewsets.ModelViewSet):
+    serializer_class = DatasetSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    parser_classes = [JSONParser, MultiPartParser]
+
+    def get_queryset(self):
+        return Dataset.objects.filter(owner=self.request.user).prefetch_related("files")
+
+    def perform_create(self, serializer):
+        serializer.save(owner=self.request.user)
+
+    def perform_destroy(self, instance):
+        services.delete_dataset(instance)
+
+    @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
+        "file": {"type": "string", "format": "binary"}, "sha256": {"type": "string"}}}},
+        responses={201: FileSerializer})
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser])
+    def files(self, request, pk=None):
+        """Upload one file (multipart field `file`; optional `sha256` is checked on arrival)."""
+        dataset = self.get_object()
+        content_length = request.META.get("CONTENT_LENGTH")
+        services.check_upload_allowed(request.user, int(content_length) if content_length else None)
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ValidationError({"file": "a multipart field named 'file' is required"})
+        file = services.add_file(dataset, upload.name, upload, size_hint=upload.size,
+                                 content_type=upload.content_type or "application/octet-stream",
+                                 expected_sha256=request.data.get("sha256") or None)
+        return Response(FileSerializer(file).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PresignedUploadSerializer, responses={201: {"type": "object"}})
+    @action(detail=True, methods=["post"], url_path="presigned-uploads", parser_classes=[JSONParser])
+    def presigned_uploads(self, request, pk=None):
+        """S3 storage: reserve a file and get a presigned PUT; then POST files/<id>/complete/."""
+        dataset = self.get_object()
+        serializer = PresignedUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        file, target = services.start_presigned_upload(dataset, **serializer.validated_data)
+        return Response({"file": FileSerializer(file).data, "upload": target}, status=status.HTTP_201_CREATED)
+
+
+class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = FileSerializer
+
+    def get_queryset(self):
+        return File.objects.filter(owner=self.request.user)
+
+    @extend_schema(request=None, responses={200: FileSerializer})
+    @action(detail=True, methods=["post"])
+    def complete(self, request, pk=None):
+        """Finish a presigned upload: the portal checks size and sha256 of what reached the bucket."""
+        return Response(FileSerializer(services.finish_presigned_upload(self.get_object())).data)
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        file = self.get_object()
+        if settings.S3_STORAGE:
+            return HttpResponseRedirect(storage.download_url(file.key, scope={}, filename=file.name))
+        return FileResponse(default_storage.open(file.key, "rb"), as_attachment=True, filename=file.name)
+
+
+@extend_schema(parameters=[
+    OpenApiParameter("status", str, description="comma-separated statuses"),
+    OpenApiParameter("application", str),
+    OpenApiParameter("created_after", str, description="ISO-8601"),
+    OpenApiParameter("created_before", str, description="ISO-8601"),
+    OpenApiParameter("Idempotency-Key", str, location=OpenApiParameter.HEADER, required=False),
+])
+class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                 viewsets.GenericViewSet):
+    pagination_class = JobCursorPagination
+
+    def get_serializer_class(self):
+        return {"list": JobListSerializer, "create": JobCreateSerializer}.get(self.action, JobSerializer)
+
+    def get_queryset(self):
+        qs = Job.objects.filter(owner=self.request.user)
+        if self.action != "list":
+            return qs.prefetch_related("attempts__worker", "events", "outputs")
+        params = self.request.query_params
+        if value := params.get("status"):
+            wanted = [s for s in value.split(",") if s]
+            unknown = sorted(set(wanted) - set(Job.Status.values))
+            if unknown:
+                raise ValidationError({"status": f"unknown status {unknown[0]!r}"})
+            qs = qs.filter(status__in=wanted)
+        if value := params.get("application"):
+            qs = qs.filter(application=value)
+        for name, lookup in (("created_after", "created_at__gte"), ("created_before", "created_at__lt")):
+            if value := params.get(name):
+                when = parse_datetime(value)
+                if when is None:
+                    raise ValidationError({name: "expected an ISO-8601 date-time"})
+                qs = qs.filter(**{lookup: when})
+        return qs
+
+    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer, 200: JobSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= 200):
+            raise ValidationError({"Idempotency-Key": "1 to 200 characters"})
+        job, created = services.submit(request.user, idempotency_key=key, **serializer.validated_data)
+        job = self.get_queryset().get(pk=job.pk)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses={200: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = states.cancel(self.get_object(), by=request.user)
+        return Response(JobSerializer(self.get_queryset().get(pk=job.pk)).data)
+
+    @extend_schema(parameters=[OpenApiParameter("offset", int), OpenApiParameter("limit", int)],
+                   responses={200: {"type": "object"}})
+    @action(detail=True, methods=["get"])
+    def logs(self, request, pk=None):
+        """The job's log from byte `offset`; poll again with `next_offset` until `complete`."""
+        try:
+            offset = int(request.query_params.get("offset", 0))
+            limit = min(int(request.query_params.get("limit", 1024 * 1024)), 4 * 1024 * 1024)
+        except ValueError:
+            raise ValidationError({"offset": "offset and limit are integers"}) from None
+        return Response(services.read_log(self.get_object(), offset, max(limit, 1)))
+
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
+    @action(detail=True, methods=["get"])
+    def outputs(self, request, pk=None):
+        job = self.get_object()
+        return Response([
+            {**FileSerializer(f).data, "url": request.build_absolute_uri(f"/api/v1/files/{f.pk}/download/")}
+            for f in job.outputs.all()
+        ])
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    @action(detail=True, methods=["get"])
+    def bundle(self, request, pk=None):
+        """Provenance bundle: inputs manifest, params, spec, attempts, events, log and every output."""
+        job = self.get_object()
+        detail = JobSerializer(job).data
+        spooled = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 - FileResponse closes it
+        with zipfile.ZipFile(spooled, "w", zipfile.ZIP_DEFLATED) as zf:
+            manifest = {"job": str(job.pk), "application": job.application, "version": job.version,
+                        "entrypoint": job.entrypoint, "code_version": job.spec.get("code_version"),
+                        "inputs": job.spec.get("inputs", []), "params": job.params, "status": job.status,
+                        "outputs": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in job.outputs.all()]}
+            zf.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
+            zf.writestr("params.json", json.dumps(job.params, indent=2))
+            zf.writestr("job.json", json.dumps(detail, indent=2, default=str))
+            zf.writestr("log.txt", services.read_log(job, 0, settings.LOCUS_MAX_LOG_BYTES + 1024)["text"])
+            for f in job.outputs.all():
+                with default_storage.open(f.key, "rb") as src, zf.open(f"outputs/{f.name}", "w") as dst:
+                    while chunk := src.read(storage.CHUNK):
+                        dst.write(chunk)
+        spooled.seek(0)
+        return FileResponse(spooled, as_attachment=True, filename=f"locus-job-{job.pk}.zip",
+                            content_type="application/zip")
+
+
+class ApplicationsView(APIView):
+    """The registry without commands: what can be run, with which inputs and parameters."""
+
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
+    def get(self, request):
+        registry = get_registry()
+        apps = []
+        for name, versions in registry.applications.items():
+            apps.append({"name": name, "default_version": registry.default_versions[name], "versions": [
+                {"version": version, "entrypoints": [_describe(e) for e in entries.values()]}
+                for version, entries in versions.items()
+            ]})
+        return Response(apps)
+
+
+def _describe(entry) -> dict:
+    return {
+        "name": entry.name, "summary": entry.summary, "description": entry.description,
+        "inputs": {s.name: {"suffixes": list(s.suffixes), "min": s.min_count, "max": s.max_count}
+                   for s in entry.inputs.values()},
+        "params": entry.params_schema, "outputs": list(entry.outputs), "hardware": entry.hardware,
+        "timeout_s": entry.timeout_s, "max_attempts": entry.max_attempts, "queue": entry.queue,
+    }
+

@@ -1,0 +1,288 @@
+"""The job engine's data. Status fields are written only by `jobs.states` (conditional UPDATEs)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def hash_token(raw: str) -> str:
+    """Tokens are stored as SHA-256 hex: a leaked database does not leak usable tokens."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def new_token(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+class Institution(models.Model):
+    """A lab or institute. Its members share private worker pools (`pool.<slug>.*` queues)."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="institutions")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user belongs to an institution; `is_admin` may approve members and manage its workers."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    institution = models.ForeignKey(Institution, on_delete=models.CASCADE)
+    is_admin = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "institution"], name="unique_membership")]
+
+
+class Dataset(models.Model):
+    """A named group of uploaded files owned by one user; inputs of jobs are picked from these."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class File(models.Model):
+    """One stored object: a user's upload (in a dataset) or a job's output. Bytes live in storage at `key`.
+
+    `key` is always server-made (`users/<id>/...`), never derived from a user-supplied path. A file is
+    `pending` while a presigned upload is under way and becomes `ready` once size + sha256 are verified.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="files")
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.CASCADE, related_name="files")
+    job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.CASCADE, related_name="outputs")
+    attempt = models.ForeignKey("Attempt", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    name = models.CharField(max_length=255)
+    key = models.CharField(max_length=512, unique=True)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=100, default="application/octet-stream")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def suffix(self) -> str:
+        dot = self.name.rfind(".")
+        return self.name[dot:].lower() if dot > 0 else ""
+
+
+class Job(models.Model):
+    """One requested run of a registry entrypoint. `spec` is frozen at submission and never changes.
+
+    `status` follows design §3 and is written only through `jobs.states`. `attempt_count` counts claims;
+    the current attempt is the one with the highest number.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    class Notify(models.TextChoices):
+        ALWAYS = "always"
+        FAILURE = "failure"
+        NEVER = "never"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    application = models.CharField(max_length=100)
+    version = models.CharField(max_length=20)
+    entrypoint = models.CharField(max_length=100)
+    params = models.JSONField(default=dict)
+    spec = models.JSONField()
+    inputs = models.ManyToManyField(File, related_name="used_by_jobs", blank=True)
+    queue = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    progress_detail = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    notify = models.CharField(max_length=10, choices=Notify.choices, default=Notify.ALWAYS)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    failure_class = models.CharField(max_length=20, blank=True)
+    reason = models.TextField(blank=True)
+    waiting_reason = models.CharField(max_length=300, blank=True)
+    log_size = models.BigIntegerField(default=0)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "idempotency_key"], name="unique_idempotency_key",
+                                    condition=models.Q(idempotency_key__isnull=False)),
+        ]
+        indexes = [models.Index(fields=["status", "queue", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.application}/{self.version}/{self.entrypoint} {self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return self.attempts.order_by("-number").first()
+
+
+class Worker(models.Model):
+    """A machine that runs jobs: a Kubernetes pod, a lab PC, a donated GPU. Enrolled once, then uses a token.
+
+    `capabilities` is what its last heartbeat reported (cpu_count, memory_gb, gpus[...]); `pools` are the
+    institution pools it serves besides the shared tiers.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="workers")
+    institution = models.ForeignKey(Institution, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="workers")
+    pools = models.JSONField(default=list, blank=True)
+    capabilities = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_authenticated(self) -> bool:  # lets DRF treat a worker as an authenticated principal
+        return True
+
+    def is_online(self, now=None) -> bool:
+        if not self.last_seen:
+            return False
+        now = now or timezone.now()
+        return (now - self.last_seen).total_seconds() < 3 * settings.LOCUS_LEASE_SECONDS
+
+
+class WorkerToken(models.Model):
+    """A worker's credential (hashed). Revoking it cuts the worker off at its next call."""
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    @classmethod
+    def issue(cls, worker: Worker) -> tuple[WorkerToken, str]:
+        raw = new_token("lwk")
+        return cls.objects.create(worker=worker, key_hash=hash_token(raw)), raw
+
+
+class EnrollmentToken(models.Model):
+    """A one-time secret an admin hands to a new worker; spent by `enroll`, which issues a WorkerToken."""
+
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    institution = models.ForeignKey(Institution, null=True, blank=True, on_delete=models.SET_NULL)
+    pools = models.JSONField(default=list, blank=True)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    @classmethod
+    def issue(cls, created_by=None, *, hours: float = 24, **fields) -> tuple[EnrollmentToken, str]:
+        raw = new_token("len")
+        token = cls.objects.create(key_hash=hash_token(raw), created_by=created_by,
+                                   expires_at=timezone.now() + timezone.timedelta(hours=hours), **fields)
+        return token, raw
+
+
+class Attempt(models.Model):
+    """One claim of a job by a worker. `fencing_token` proves the caller holds the current lease."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        LOST = "lost"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    worker = models.ForeignKey(Worker, null=True, on_delete=models.SET_NULL, related_name="attempts")
+    fencing_token = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    lease_expires_at = models.DateTimeField(db_index=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    failure_class = models.CharField(max_length=20, blank=True)
+    reason = models.TextField(blank=True)
+    code_version = models.CharField(max_length=100, blank=True)
+    cpu_seconds = models.FloatField(default=0.0)
+    gpu_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="unique_attempt_number")]
+
+
+class JobEvent(models.Model):
+    """The audit timeline of a job: every transition and notable fact, in order. Append-only."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    attempt = models.ForeignKey(Attempt, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=40)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class LogChunk(models.Model):
+    """A piece of a job's combined log. `offset` is the byte offset of its first byte in the whole log."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_chunks")
+    attempt_number = models.PositiveIntegerField()
+    offset = models.BigIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["offset"]
+        indexes = [models.Index(fields=["job", "offset"])]

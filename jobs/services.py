@@ -1,0 +1,441 @@
+"""What the API, the UI, the admin and the tasks all call: submit, uploads, claim, worker calls, sweeps.
+
+Business rules live here (and transitions in `jobs.states`); views only translate HTTP to these calls.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from algorithms import registry as reg
+from jobs import dispatch, states, storage
+from jobs.models import (
+    Attempt,
+    Dataset,
+    EnrollmentToken,
+    File,
+    Job,
+    LogChunk,
+    Worker,
+    WorkerToken,
+    hash_token,
+)
+from jobs.registry import get_registry
+
+
+class InvalidInput(Exception):
+    """Bad user input: HTTP 400 with `fields` mapping a field path to its problems."""
+
+    def __init__(self, fields: dict[str, str], status: int = 400):
+        self.fields = fields
+        self.status = status
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+
+
+class NotFound(Exception):
+    """Unknown or not yours: HTTP 404 (never 403, which would leak existence)."""
+
+
+class TooLarge(Exception):
+    """Over the file-size limit or the user's quota: HTTP 413."""
+
+
+@cache
+def code_version() -> str:
+    """The code the portal runs (git commit or configured), recorded in every frozen spec."""
+    if settings.LOCUS_CODE_VERSION:
+        return settings.LOCUS_CODE_VERSION
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --- uploads -------------------------------------------------------------------------------------------
+
+def used_bytes(user) -> int:
+    return File.objects.filter(owner=user).aggregate(total=Sum("size"))["total"] or 0
+
+
+def check_upload_allowed(user, size: int | None) -> None:
+    """Refuse before any byte is stored: over the per-file maximum or the user's quota → 413."""
+    if size is None:
+        return
+    if size > settings.LOCUS_MAX_FILE_BYTES:
+        raise TooLarge(f"file is {size} bytes; the maximum is {settings.LOCUS_MAX_FILE_BYTES} bytes")
+    left = settings.LOCUS_USER_QUOTA_BYTES - used_bytes(user)
+    if size > left:
+        raise TooLarge(f"file is {size} bytes but only {max(left, 0)} bytes of your quota are left")
+
+
+def add_file(dataset: Dataset, name: str, stream: IO[bytes], size_hint: int | None = None,
+             content_type: str = "application/octet-stream", expected_sha256: str | None = None) -> File:
+    """Store an upload under a server-made key and record its size and sha256."""
+    check_upload_allowed(dataset.owner, size_hint)
+    limit = min(settings.LOCUS_MAX_FILE_BYTES, settings.LOCUS_USER_QUOTA_BYTES - used_bytes(dataset.owner))
+    key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
+    try:
+        key, size, sha = storage.save_stream(key, stream, limit=limit)
+    except storage.TooLarge as exc:
+        storage.delete(key)
+        raise TooLarge(f"upload is {exc}") from None
+    if expected_sha256 and expected_sha256.lower() != sha:
+        storage.delete(key)
+        raise InvalidInput({"sha256": f"checksum mismatch: received bytes hash to {sha}"})
+    return File.objects.create(owner=dataset.owner, dataset=dataset, name=storage.sanitise_name(name), key=key,
+                               size=size, sha256=sha, content_type=content_type[:100])
+
+
+def start_presigned_upload(dataset: Dataset, name: str, size: int, sha256: str) -> tuple[File, dict[str, Any]]:
+    """S3: a pending File and a presigned PUT straight to the bucket; `finish_presigned_upload` verifies."""
+    if not settings.S3_STORAGE:
+        raise InvalidInput({"storage": "presigned uploads need S3 storage; use multipart upload instead"})
+    check_upload_allowed(dataset.owner, size)
+    if len(sha256 or "") != 64:
+        raise InvalidInput({"sha256": "64 hex characters required"})
+    key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
+    file = File.objects.create(owner=dataset.owner, dataset=dataset, name=storage.sanitise_name(name), key=key,
+                               size=size, sha256=sha256.lower(), status=File.Status.PENDING)
+    target = storage.upload_target(key, scope={"file": str(file.pk)}, size=size, sha256=sha256)
+    return file, target
+
+
+def finish_presigned_upload(file: File) -> File:
+    """Verify what arrived in the bucket (size + sha256) before the file can be used; else delete it."""
+    if file.status == File.Status.READY:
+        return file
+    try:
+        size, sha = storage.checksum(file.key)
+    except (FileNotFoundError, OSError):
+        raise InvalidInput({"file": "no bytes were uploaded for this file"}) from None
+    except Exception as exc:  # noqa: BLE001 - botocore raises ClientError for a missing key
+        raise InvalidInput({"file": f"no bytes were uploaded for this file ({type(exc).__name__})"}) from None
+    if size != file.size or sha != file.sha256:
+        storage.delete(file.key)
+        file.delete()
+        raise InvalidInput({"sha256": f"uploaded bytes do not match: {size} bytes, sha256 {sha}"})
+    File.objects.filter(pk=file.pk).update(status=File.Status.READY)
+    file.status = File.Status.READY
+    return file
+
+
+def delete_dataset(dataset: Dataset) -> None:
+    busy = Job.objects.filter(inputs__dataset=dataset, status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+    if busy.exists():
+        raise states.Conflict("a queued or running job uses this dataset")
+    keys = list(dataset.files.values_list("key", flat=True))
+    dataset.delete()
+    for key in keys:
+        transaction.on_commit(lambda k=key: storage.delete(k))
+
+
+# --- submit --------------------------------------------------------------------------------------------
+
+def submit(user, *, application: str, entrypoint: str, version: str | None = None, params: dict | None,
+           inputs: dict[str, list] | None, notify: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Validate against the registry, freeze the resolved spec, queue it. Returns (job, created).
+
+    The same `idempotency_key` from the same user returns the first job instead of making a second.
+    """
+    if idempotency_key:
+        existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+    try:
+        entry = get_registry().get(application, version, entrypoint)
+    except reg.UnknownEntrypoint as exc:
+        raise InvalidInput({exc.field: exc.message}) from None
+    try:
+        resolved = entry.resolve_params(params)
+    except reg.ParamsError as exc:
+        raise InvalidInput({f"params.{exc.path}" if exc.path else "params": exc.message}) from None
+    files = _resolve_inputs(user, entry, inputs or {})
+    notify = notify or getattr(getattr(user, "profile", None), "notify", Job.Notify.ALWAYS)
+    if notify not in Job.Notify.values:
+        raise InvalidInput({"notify": f"must be one of {', '.join(Job.Notify.values)}"})
+    spec = {
+        "application": entry.application, "version": entry.version, "entrypoint": entry.name,
+        "command": list(entry.command), "params": resolved, "hardware": entry.hardware,
+        "timeout_s": entry.timeout_s, "max_attempts": entry.max_attempts,
+        "retry_on_algorithm_failure": entry.retry_on_algorithm_failure, "outputs": list(entry.outputs),
+        "inputs": [{"slot": slot, "file": str(f.pk), "name": f.name, "size": f.size, "sha256": f.sha256}
+                   for slot, fs in files.items() for f in fs],
+        "code_version": code_version(),
+    }
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                owner=user, application=entry.application, version=entry.version, entrypoint=entry.name,
+                params=resolved, spec=spec, queue=entry.queue, notify=notify, max_attempts=entry.max_attempts,
+                idempotency_key=idempotency_key or None,
+            )
+            job.inputs.set([f for fs in files.values() for f in fs])
+            states.event(job, "submitted", f"queued on {entry.queue}")
+            transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue))
+    except IntegrityError:
+        # Two concurrent submissions with one idempotency key: the other one won.
+        existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dict[str, list[File]]:
+    if not isinstance(inputs, dict):
+        raise InvalidInput({"inputs": "must map slot names to lists of file ids"})
+    extra = sorted(set(inputs) - set(entry.inputs))
+    if extra:
+        raise InvalidInput({f"inputs.{extra[0]}": f"{entry.key} has no input slot {extra[0]!r}"})
+    resolved = {}
+    for slot in entry.inputs.values():
+        ids = inputs.get(slot.name, [])
+        if isinstance(ids, str):
+            ids = [ids]
+        if not isinstance(ids, list):
+            raise InvalidInput({f"inputs.{slot.name}": "must be a list of file ids"})
+        if len(ids) < slot.min_count or (slot.max_count is not None and len(ids) > slot.max_count):
+            raise InvalidInput({f"inputs.{slot.name}": f"needs {slot.describe_count()} file(s), got {len(ids)}"})
+        files = []
+        for i, file_id in enumerate(ids):
+            file = File.objects.filter(pk=_uuid_or_none(file_id), owner=user, status=File.Status.READY).first()
+            if file is None:
+                raise InvalidInput({f"inputs.{slot.name}.{i}": f"no file {file_id!r} among your files"})
+            if slot.suffixes and file.suffix not in slot.suffixes:
+                raise InvalidInput({f"inputs.{slot.name}.{i}":
+                                    f"{file.name!r} must end with {' or '.join(slot.suffixes)}"})
+            files.append(file)
+        resolved[slot.name] = files
+    return resolved
+
+
+def _uuid_or_none(value: Any):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+# --- workers -------------------------------------------------------------------------------------------
+
+def worker_queues(worker: Worker) -> list[str]:
+    """The queues a worker may consume: shared tiers its hardware covers, and its institution pools."""
+    tiers = reg.queues_for_capabilities(worker.capabilities or {})
+    pools = [f"pool.{pool}.{tier}" for pool in (worker.pools or []) for tier in tiers]
+    return tiers + pools
+
+
+def enroll(raw_token: str, name: str, capabilities: dict) -> tuple[Worker, str]:
+    """Spend a one-time enrollment token; returns the new worker and its (raw) worker token."""
+    now = timezone.now()
+    with transaction.atomic():
+        token = EnrollmentToken.objects.select_for_update().filter(key_hash=hash_token(raw_token or "")).first()
+        if token is None or token.used_at or token.expires_at < now:
+            raise InvalidInput({"enrollment_token": "unknown, used or expired enrollment token"}, status=403)
+        worker = Worker.objects.create(name=(name or "worker")[:200], owner=token.created_by,
+                                       institution=token.institution, pools=token.pools,
+                                       capabilities=capabilities or {}, last_seen=now)
+        updated = EnrollmentToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now, worker=worker)
+        if not updated:
+            raise InvalidInput({"enrollment_token": "enrollment token already used"}, status=403)
+        _, raw = WorkerToken.issue(worker)
+    return worker, raw
+
+
+def worker_heartbeat(worker: Worker, capabilities: dict | None) -> Worker:
+    fields: dict[str, Any] = {"last_seen": timezone.now()}
+    if isinstance(capabilities, dict) and capabilities:
+        fields["capabilities"] = capabilities
+    Worker.objects.filter(pk=worker.pk).update(**fields)
+    for k, v in fields.items():
+        setattr(worker, k, v)
+    return worker
+
+
+def claim(job_id, worker: Worker) -> Attempt:
+    """A worker asks for a job it was sent; 409 unless queued and covered by the worker's hardware."""
+    job = Job.objects.filter(pk=_uuid_or_none(job_id)).first()
+    if job is None:
+        raise NotFound("no such job")
+    if not reg.covers(worker.capabilities or {}, job.spec.get("hardware", {})):
+        raise states.Conflict("this worker's hardware does not cover the job", job.status)
+    worker_heartbeat(worker, None)
+    return states.claim(job.pk, worker, code_version=(worker.capabilities or {}).get("code_version", ""))
+
+
+def claim_next(worker: Worker, wait_s: float = 0.0) -> Attempt | None:
+    """Pull mode: the oldest queued job this worker can run, long-polling up to `wait_s` seconds."""
+    import time
+
+    deadline = time.monotonic() + max(0.0, min(float(wait_s), 30.0))
+    queues = set(worker_queues(worker))
+    while True:
+        worker_heartbeat(worker, None)
+        with transaction.atomic():
+            candidates = (Job.objects.select_for_update(skip_locked=True)
+                          .filter(status=Job.Status.QUEUED, cancel_requested=False, queue__in=queues)
+                          .order_by("created_at")[:20])
+            for job in candidates:
+                if reg.covers(worker.capabilities or {}, job.spec.get("hardware", {})):
+                    try:
+                        return states.claim(job.pk, worker,
+                                            code_version=(worker.capabilities or {}).get("code_version", ""))
+                    except states.Conflict:
+                        continue
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.25)
+
+
+def claim_payload(attempt: Attempt) -> dict[str, Any]:
+    """What a worker needs to run an attempt: frozen spec, scoped input URLs, lease."""
+    job = attempt.job
+    scope = {"job": str(job.pk), "attempt": str(attempt.pk)}
+    files = {str(f.pk): f for f in job.inputs.all()}
+    inputs = []
+    for item in job.spec.get("inputs", []):
+        f = files[item["file"]]
+        inputs.append({**item, "url": storage.download_url(f.key, scope={**scope, "file": item["file"]},
+                                                           filename=f.name)})
+    spec = {k: job.spec[k] for k in ("application", "version", "entrypoint", "command", "params",
+                                     "timeout_s", "hardware", "code_version", "outputs")}
+    return {"job_id": str(job.pk), "attempt_id": str(attempt.pk), "attempt": attempt.number,
+            "fencing_token": attempt.fencing_token, "lease_s": settings.LOCUS_LEASE_SECONDS,
+            "lease_expires_at": attempt.lease_expires_at.isoformat(), "spec": spec, "inputs": inputs}
+
+
+def append_log(attempt: Attempt, text: str) -> int:
+    """Append to the job's log (bounded by LOCUS_MAX_LOG_BYTES); returns the log's new size in bytes."""
+    job = attempt.job
+    data = text.encode()
+    with transaction.atomic():
+        size = Job.objects.select_for_update().values_list("log_size", flat=True).get(pk=job.pk)
+        room = settings.LOCUS_MAX_LOG_BYTES - size
+        if room <= 0:
+            return size
+        if len(data) > room:
+            data = data[:room].decode(errors="ignore").encode() + b"\n[log truncated]\n"
+        LogChunk.objects.create(job=job, attempt_number=attempt.number, offset=size,
+                                text=data.decode(errors="replace"))
+        Job.objects.filter(pk=job.pk).update(log_size=size + len(data))
+    return size + len(data)
+
+
+def read_log(job: Job, offset: int = 0, limit: int = 1024 * 1024) -> dict[str, Any]:
+    """Incremental log read: the bytes from `offset` (up to `limit`), and where to continue."""
+    offset = max(0, int(offset))
+    chunks = LogChunk.objects.filter(job=job, offset__gte=_chunk_start(job, offset)).order_by("offset")
+    out, pos = bytearray(), None
+    for chunk in chunks:
+        data = chunk.text.encode()
+        start = max(0, offset - chunk.offset)
+        out += data[start:]
+        pos = chunk.offset + len(data)
+        if len(out) >= limit:
+            break
+    out = out[:limit]
+    next_offset = offset + len(out)
+    return {"offset": offset, "next_offset": next_offset, "text": out.decode(errors="replace"),
+            "complete": job.is_terminal and next_offset >= (pos or job.log_size)}
+
+
+def _chunk_start(job: Job, offset: int) -> int:
+    first = LogChunk.objects.filter(job=job, offset__lte=offset).order_by("-offset").values_list("offset", flat=True)
+    return first[0] if first else 0
+
+
+def output_upload_target(attempt: Attempt, name: str, size: int, sha256: str) -> dict[str, Any]:
+    clean = storage.sanitise_name(name)
+    if not isinstance(size, int) or size < 0:
+        raise InvalidInput({"size": "must be a non-negative integer"})
+    if len(sha256 or "") != 64:
+        raise InvalidInput({"sha256": "64 hex characters required"})
+    key = storage.output_key(attempt.job.owner_id, attempt.job_id, attempt.number, clean)
+    scope = {"job": str(attempt.job_id), "attempt": str(attempt.pk)}
+    return storage.upload_target(key, scope=scope, size=size, sha256=sha256.lower())
+
+
+def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
+    """Verify every reported output in storage (size + sha256), then finish the attempt atomically."""
+    outputs = data.get("outputs") or []
+    exit_code = data.get("exit_code")
+    if not isinstance(exit_code, int):
+        raise InvalidInput({"exit_code": "an integer is required"})
+    prefix = storage.output_prefix(attempt.job.owner_id, attempt.job_id, attempt.number)
+    verified = []
+    if exit_code == 0 and not data.get("failure_class"):
+        for i, out in enumerate(outputs):
+            key = out.get("key", "") if isinstance(out, dict) else ""
+            if not key.startswith(prefix) or ".." in key:
+                raise InvalidInput({f"outputs.{i}.key": "not an upload target of this attempt"})
+            try:
+                size, sha = storage.checksum(key)
+            except Exception:  # noqa: BLE001 - missing object (local or S3)
+                raise InvalidInput({f"outputs.{i}": f"{out.get('name')!r} was not uploaded"}) from None
+            if size != out.get("size") or sha != out.get("sha256"):
+                raise InvalidInput({f"outputs.{i}": f"{out.get('name')!r} does not match its reported checksum"})
+            verified.append((out, size, sha))
+
+    def register(job: Job, att: Attempt) -> None:
+        for out, size, sha in verified:
+            File.objects.create(owner_id=job.owner_id, job=job, attempt=att, key=out["key"],
+                                name=storage.sanitise_name(out.get("name") or out["key"].rsplit("/", 1)[-1]),
+                                size=size, sha256=sha)
+
+    return states.complete(
+        attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
+        reason=str(data.get("reason") or ""), cpu_seconds=float(data.get("cpu_seconds") or 0),
+        gpu_seconds=float(data.get("gpu_seconds") or 0), register_outputs=register,
+    )
+
+
+# --- sweeps --------------------------------------------------------------------------------------------
+
+def describe_need(hardware: dict[str, Any]) -> str:
+    if hardware.get("gpu"):
+        return f"no online worker with ≥ {hardware.get('gpu_memory_gb', 0)} GB GPU memory"
+    return f"no online worker with ≥ {hardware.get('cpu', 1)} CPU cores and ≥ {hardware.get('memory_gb', 0)} GB RAM"
+
+
+def flag_unschedulable() -> int:
+    """Tell users why queued jobs wait when no online worker could ever take them."""
+    now = timezone.now()
+    online = [w for w in Worker.objects.filter(enabled=True, last_seen__isnull=False) if w.is_online(now)]
+    flagged = 0
+    for job in Job.objects.filter(status=Job.Status.QUEUED).only("id", "spec", "queue", "waiting_reason"):
+        hardware = job.spec.get("hardware", {})
+        takers = [w for w in online if job.queue in worker_queues(w) and reg.covers(w.capabilities or {}, hardware)]
+        reason = "" if takers else describe_need(hardware)
+        if reason != job.waiting_reason:
+            states.flag_waiting(job, reason)
+            flagged += bool(reason)
+    return flagged
+
+
+def redispatch_stale(age: timedelta | None = None) -> int:
+    """Re-send queued jobs whose message may be lost (broker restart, failed send). Duplicates are harmless."""
+    age = age or timedelta(seconds=max(60, 4 * settings.LOCUS_SWEEP_SECONDS))
+    cutoff = timezone.now() - age
+    stale = Job.objects.filter(status=Job.Status.QUEUED, cancel_requested=False).exclude(dispatched_at__gt=cutoff)
+    count = 0
+    for job_id, queue in stale.values_list("id", "queue"):
+        count += dispatch.send_job(job_id, queue)
+    return count
+
+
+def sweep() -> dict[str, int]:
+    """The periodic maintenance pass (beat, every LOCUS_SWEEP_SECONDS)."""
+    return {"lost": states.expire_leases(), "flagged": flag_unschedulable(), "redispatched": redispatch_stale()}

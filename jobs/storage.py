@@ -1,0 +1,134 @@
+"""Where bytes live and who may reach them: server-made keys, checksummed writes, short-lived scoped URLs.
+
+Local storage (embedded default) serves worker transfers through the portal's own signed URLs; S3 storage
+hands out presigned URLs for the same purpose. Either way a URL names one object, one method and an
+expiry, and is minted only for the job that needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import uuid
+from typing import IO, Any
+
+from django.conf import settings
+from django.core import signing
+from django.core.files.base import File as DjangoFile
+from django.core.files.storage import default_storage
+from django.urls import reverse
+
+CHUNK = 1024 * 1024
+_SIGNING_SALT = "locus.transfer"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ +()\-\[\]]+")
+
+
+def sanitise_name(name: str) -> str:
+    """A display/storage-safe file name: no directories, control characters, NULs or leading dots."""
+    name = unicodedata.normalize("NFC", str(name or "")).replace("\\", "/").split("/")[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch != "\x00")
+    name = _UNSAFE.sub("_", name).strip(" .")
+    if len(name) > 150:
+        stem, dot, suffix = name.rpartition(".")
+        name = (stem[: 150 - len(suffix) - 1] + "." + suffix) if dot and len(suffix) <= 16 else name[:150]
+    return name or "file"
+
+
+def dataset_key(user_id: int, dataset_id: uuid.UUID, name: str) -> str:
+    return f"users/{user_id}/datasets/{dataset_id}/{uuid.uuid4().hex[:8]}-{sanitise_name(name)}"
+
+
+def output_key(user_id: int, job_id: uuid.UUID, attempt_number: int, name: str) -> str:
+    # Per attempt: a stale attempt can never overwrite the outputs of the current one.
+    return f"users/{user_id}/jobs/{job_id}/attempt-{attempt_number}/{sanitise_name(name)}"
+
+
+def output_prefix(user_id: int, job_id: uuid.UUID, attempt_number: int) -> str:
+    return f"users/{user_id}/jobs/{job_id}/attempt-{attempt_number}/"
+
+
+class _HashingReader:
+    """Wraps a stream, counting and hashing bytes as storage reads them (one pass, no second read)."""
+
+    def __init__(self, stream: IO[bytes], limit: int | None):
+        self.stream, self.limit = stream, limit
+        self.size = 0
+        self.sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n if n and n > 0 else CHUNK)
+        self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            raise TooLarge(self.limit)
+        self.sha.update(data)
+        return data
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+def save_stream(key: str, stream: IO[bytes], limit: int | None = None) -> tuple[str, int, str]:
+    """Store `stream` at `key`; returns (key, size, sha256). Storage may alter the key if it exists."""
+    reader = _HashingReader(stream, limit)
+    saved = default_storage.save(key, DjangoFile(reader, name=key))
+    return saved, reader.size, reader.sha.hexdigest()
+
+
+def checksum(key: str) -> tuple[int, str]:
+    """(size, sha256) of a stored object, by streaming it."""
+    sha, size = hashlib.sha256(), 0
+    with default_storage.open(key, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return size, sha.hexdigest()
+
+
+def delete(key: str) -> None:
+    if key and default_storage.exists(key):
+        default_storage.delete(key)
+
+
+# --- scoped URLs ---------------------------------------------------------------------------------------
+
+def _s3_client() -> Any:
+    return default_storage.connection.meta.client
+
+
+def sign(payload: dict[str, Any]) -> str:
+    return signing.dumps(payload, salt=_SIGNING_SALT, compress=True)
+
+
+def unsign(token: str) -> dict[str, Any]:
+    """Raises signing.BadSignature / SignatureExpired (a subclass) for forged or old tokens."""
+    return signing.loads(token, salt=_SIGNING_SALT, max_age=settings.LOCUS_URL_TTL_SECONDS)
+
+
+def download_url(key: str, *, scope: dict[str, Any], filename: str) -> str:
+    """A GET URL for one object, valid for LOCUS_URL_TTL_SECONDS. `scope` is checked again on use."""
+    if settings.S3_STORAGE:
+        return _s3_client().generate_presigned_url(
+            "get_object",
+            Params={"Bucket": settings.AWS_STORAGE_BUCKET_NAME, "Key": key,
+                    "ResponseContentDisposition": f'attachment; filename="{sanitise_name(filename)}"'},
+            ExpiresIn=settings.LOCUS_URL_TTL_SECONDS,
+        )
+    token = sign({"op": "get", "key": key, **scope})
+    return settings.PUBLIC_URL + reverse("transfer", args=[token])
+
+
+def upload_target(key: str, *, scope: dict[str, Any], size: int, sha256: str) -> dict[str, Any]:
+    """Where a worker PUTs one output: the portal's signed URL locally, a presigned PUT on S3."""
+    if settings.S3_STORAGE:
+        url = _s3_client().generate_presigned_url(
+            "put_object", Params={"Bucket": settings.AWS_STORAGE_BUCKET_NAME, "Key": key},
+            ExpiresIn=settings.LOCUS_URL_TTL_SECONDS, HttpMethod="PUT",
+        )
+        return {"key": key, "url": url, "method": "PUT", "headers": {}}
+    token = sign({"op": "put", "key": key, "size": size, "sha256": sha256, **scope})
+    return {"key": key, "url": settings.PUBLIC_URL + reverse("transfer", args=[token]), "method": "PUT",
+            "headers": {"Content-Type": "application/octet-stream"}}

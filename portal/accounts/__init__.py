@@ -1,0 +1,1 @@
+"""Accounts: profiles (notification preference) and personal API tokens."""

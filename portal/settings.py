@@ -1,0 +1,257 @@
+"""Settings for every deployment, read from the environment (django-environ).
+
+With no environment at all, Locus runs *embedded*: SQLite, a file-system Celery broker, media and email
+files under `var/`, and a secret key generated once into `var/`. Setting `LOCUS_MODE=production` makes the
+missing production values fatal at start-up instead of silently embedded (design §7).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from algorithms import registry
+from algorithms.registry import GPU_TIERS_GB
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+PRODUCTION = env.str("LOCUS_MODE", default="embedded") == "production"
+VAR_DIR = Path(env.str("LOCUS_VAR_DIR", default=str(BASE_DIR / "var")))
+
+
+def _secret(name: str, *, generate: bool = False) -> str | None:
+    """A secret from `NAME`, or the file named by `NAME_FILE`; embedded mode may generate it into var/."""
+    if value := env.str(name, default=""):
+        return value
+    if path := env.str(f"{name}_FILE", default=""):
+        return Path(path).read_text().strip()
+    if PRODUCTION or not generate:
+        return None
+    stored = VAR_DIR / name.lower()
+    if not stored.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        stored.write_text(secrets.token_urlsafe(50))
+        stored.chmod(0o600)
+    return stored.read_text().strip()
+
+
+def _required(name: str) -> str:
+    value = env.str(name, default="") or _secret(name)
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when LOCUS_MODE=production")
+    return value
+
+
+SECRET_KEY = _required("SECRET_KEY") if PRODUCTION else _secret("SECRET_KEY", generate=True)
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when LOCUS_MODE=production")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# The URL users reach the portal at; used in emails and in the worker's download links.
+PUBLIC_URL = env.str("LOCUS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "portal.accounts",
+    "jobs",
+    "portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---------------------------------------------------------------------------------------
+if PRODUCTION:
+    DATABASES = {"default": env.db_url_config(_required("DATABASE_URL"))}
+else:
+    DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'locus.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes share the file in the embedded mode: wait for locks instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- storage ----------------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+S3_STORAGE = bool(AWS_STORAGE_BUCKET_NAME)
+if S3_STORAGE:
+    AWS_S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="") or None
+    AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="us-east-1")
+    AWS_ACCESS_KEY_ID = _required("AWS_ACCESS_KEY_ID") if PRODUCTION else env.str("AWS_ACCESS_KEY_ID", default="")
+    AWS_SECRET_ACCESS_KEY = (
+        _required("AWS_SECRET_ACCESS_KEY") if PRODUCTION else env.str("AWS_SECRET_ACCESS_KEY", default="")
+    )
+    AWS_S3_SIGNATURE_VERSION = "s3v4"
+    AWS_DEFAULT_ACL = None
+    AWS_QUERYSTRING_EXPIRE = 600
+    AWS_S3_FILE_OVERWRITE = False
+    DEFAULT_STORAGE = {"BACKEND": "storages.backends.s3.S3Storage"}
+else:
+    DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": DEFAULT_STORAGE,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Upload limits enforced before bytes are accepted (design §2.1).
+LOCUS_MAX_FILE_BYTES = env.int("LOCUS_MAX_FILE_BYTES", default=50 * 1024**3)
+LOCUS_USER_QUOTA_BYTES = env.int("LOCUS_USER_QUOTA_BYTES", default=500 * 1024**3)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
+
+# --- email ------------------------------------------------------------------------------------------
+if email_url := env.str("EMAIL_URL", default=""):
+    vars().update(environ.Env.email_url_config(email_url))
+elif PRODUCTION:
+    raise ImproperlyConfigured("EMAIL_URL must be set when LOCUS_MODE=production")
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = VAR_DIR / "mail"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Locus <locus@localhost>")
+
+# --- jobs -------------------------------------------------------------------------------------------
+LOCUS_REGISTRY_PATH = env.str("LOCUS_REGISTRY_PATH", default="") or None
+LOCUS_LEASE_SECONDS = env.int("LOCUS_LEASE_SECONDS", default=60)
+LOCUS_SWEEP_SECONDS = env.float("LOCUS_SWEEP_SECONDS", default=15.0)
+LOCUS_URL_TTL_SECONDS = env.int("LOCUS_URL_TTL_SECONDS", default=900)
+LOCUS_MAX_LOG_BYTES = env.int("LOCUS_MAX_LOG_BYTES", default=20 * 1024**2)
+LOCUS_CODE_VERSION = env.str("LOCUS_CODE_VERSION", default="")
+
+# --- Celery (portal side: sends job ids, runs notify + maintenance; design §4) -------------------------
+BROKER_DIR = VAR_DIR / "broker"
+LOCUS_JOB_QUEUES = ["cpu", *(f"gpu.{tier}" for tier in GPU_TIERS_GB)]
+CELERY_BROKER_URL = (
+    _required("CELERY_BROKER_URL") if PRODUCTION else env.str("CELERY_BROKER_URL", default="filesystem://")
+)
+# Above the longest registry timeout, so Redis never redelivers a job that is still running.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+    "visibility_timeout": registry.load(LOCUS_REGISTRY_PATH).longest_timeout_s + 3600,
+}
+if CELERY_BROKER_URL.startswith("filesystem"):
+    # Sender and consumers share one folder; a message leaves it when fetched (design §7).
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        data_folder_in=str(BROKER_DIR / "queue"), data_folder_out=str(BROKER_DIR / "queue"),
+        processed_folder=str(BROKER_DIR / "processed"), store_processed=False,
+    )
+    (BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
+    (BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_CREATE_MISSING_QUEUES = False
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in [*LOCUS_JOB_QUEUES, "notify", "maintenance"]]
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {
+    "jobs.tasks.send_job_email": {"queue": "notify"},
+    "jobs.tasks.*": {"queue": "maintenance"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-leases": {"task": "jobs.tasks.sweep_leases", "schedule": LOCUS_SWEEP_SECONDS,
+                     "options": {"expires": LOCUS_SWEEP_SECONDS * 2}},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+
+# --- REST framework ---------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.accounts.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Locus API",
+    "DESCRIPTION": "SMLM analysis jobs on borrowed GPUs: user API and worker API.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}
