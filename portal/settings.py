@@ -232,6 +232,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobs.models.Job.Status",
+        "AttemptStatusEnum": "jobs.models.Attempt.Status",
+        "FileStatusEnum": "jobs.models.File.Status",
+    },
 }
 
 LOGIN_URL = "/accounts/login/"

@@ -1,0 +1,149 @@
+"""`manage.py demo`: the whole platform on one machine with no servers, and a demo job through it.
+
+Starts the portal (HTTP), the portal-side Celery worker with beat (email + lease sweeper) and one worker
+agent, all on the embedded default (SQLite, file-system broker, local media, file email); submits a
+self-test job and prints where its result shows. Ctrl-C stops every process cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from jobs import services
+from jobs.models import EnrollmentToken, Job
+
+DEMO_USER, DEMO_PASSWORD = "demo", "locus-demo"
+ROOT = Path(settings.BASE_DIR)
+
+
+class Command(BaseCommand):
+    help = "Run portal + worker + beat on the embedded default and submit a demo job (Ctrl-C stops all)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--exit-when-done", action="store_true",
+                        help="stop everything once the demo job ends (exit 0 if it succeeded)")
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the demo job")
+
+    def handle(self, *args, port: int, exit_when_done: bool, timeout: float, **options):
+        if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3" and not os.environ.get(
+                "LOCUS_DEMO_ANY_DB"):
+            self.stderr.write("note: DATABASE_URL is set; the demo uses that database")
+        if _port_busy(port):
+            raise CommandError(f"port {port} is already in use; pass --port N")
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            call_command("migrate", interactive=False, verbosity=0)
+            user = self.demo_user()
+            portal_url = f"http://127.0.0.1:{port}"
+            env = self.child_env(portal_url)
+            self.start("portal", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env)
+            self.wait_for_portal(portal_url)
+            self.start("portal-celery", [sys.executable, "-m", "celery", "-A", "portal", "worker", "-B",
+                                         "-Q", "notify,maintenance", "--pool", "solo", "--loglevel", "WARNING",
+                                         "-s", str(settings.VAR_DIR / "celerybeat-schedule")], env)
+            config = settings.VAR_DIR / "demo-worker.json"
+            if not config.exists():
+                _, raw = EnrollmentToken.issue(user, hours=1, note="demo worker")
+                subprocess.run([sys.executable, "-m", "workers", "enroll", "--portal", portal_url,
+                                "--enrollment-token", raw, "--name", "demo-worker", "--config", str(config)],
+                               cwd=ROOT, env=env, check=True)
+            self.start("worker", [sys.executable, "-m", "workers", "start", "--config", str(config),
+                                  "--scratch", str(settings.VAR_DIR / "scratch")], env)
+            job, _ = services.submit(user, application="diagnostics", entrypoint="selftest",
+                                     params={"duration_s": 3, "matrix_size": 256})
+            url = f"{portal_url}/jobs/{job.pk}/"
+            self.stdout.write(self.style.SUCCESS(
+                f"\nLocus is running at {portal_url}/  (log in as {DEMO_USER} / {DEMO_PASSWORD})\n"
+                f"Demo job {job.pk} submitted; its result shows at:\n  {url}\nCtrl-C stops everything.\n"))
+            status = self.wait_for(job, timeout)
+            self.stdout.write(f"demo job {status}: {url}")
+            if exit_when_done:
+                if status != Job.Status.SUCCEEDED:
+                    raise CommandError(f"demo job ended {status}")
+                return
+            while all(p.poll() is None for _, p in self.procs):
+                time.sleep(1)
+            dead = [name for name, p in self.procs if p.poll() is not None]
+            raise CommandError(f"{', '.join(dead)} stopped unexpectedly; see its output above")
+        except KeyboardInterrupt:
+            self.stdout.write("\nstopping…")
+        finally:
+            self.stop_all()
+
+    def demo_user(self):
+        User = get_user_model()
+        user, _ = User.objects.get_or_create(username=DEMO_USER, defaults={"email": "demo@localhost"})
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+        return user
+
+    def child_env(self, portal_url: str) -> dict[str, str]:
+        env = {**os.environ, "LOCUS_PUBLIC_URL": portal_url, "PYTHONUNBUFFERED": "1",
+               "LOCUS_VAR_DIR": str(settings.VAR_DIR), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL}
+        if settings.CELERY_BROKER_URL.startswith("filesystem"):
+            env["LOCUS_BROKER_DIR"] = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]
+        return env
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def wait_for_portal(self, url: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise CommandError(f"the portal did not answer at {url} within {seconds:.0f} s")
+
+    def wait_for(self, job: Job, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if job.status != last:
+                self.stdout.write(f"  job {job.status}")
+                last = job.status
+            if job.is_terminal:
+                return job.status
+            if any(p.poll() is not None for _, p in self.procs):
+                dead = [name for name, p in self.procs if p.poll() is not None]
+                raise CommandError(f"{', '.join(dead)} stopped unexpectedly")
+            time.sleep(0.5)
+        raise CommandError(f"the demo job did not finish within {timeout:.0f} s")
+
+    def stop_all(self) -> None:
+        """SIGTERM every child's process group, wait, then SIGKILL what is left."""
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} did not stop in time; killing it")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
