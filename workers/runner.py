@@ -156,10 +156,10 @@ class AttemptRun:
         self._stop_readers()
         self._flush_logs()
 
+        if ended_by == "cancel":  # the portal already marked it; the final log flush may have had a 409
+            return Outcome(completed=False, exit_code=exit_code, ended_by="cancel", reason="cancelled")
         if self.over.is_set() or ended_by == "conflict":
             return Outcome(completed=False, exit_code=exit_code, ended_by="conflict", reason="attempt is over")
-        if ended_by == "cancel":
-            return Outcome(completed=False, exit_code=exit_code, ended_by="cancel", reason="cancelled")
         if ended_by == "shutdown" or (exit_code < 0 and self.settings.shutdown.is_set()):
             return self._complete(exit_code, "infrastructure", "worker shutting down", ended_by="shutdown")
         if ended_by == "timeout":
