@@ -13,7 +13,8 @@ parser.add_argument("--inputs")
 parser.add_argument("--outputs")
 parser.add_argument("--params")
 args = parser.parse_args()
-params = json.load(open(args.params))
+with open(args.params) as fh:
+    params = json.load(fh)
 
 
 def on_term(signum, frame):
