@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import signal
 import threading
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def run_broker(client: WorkerClient, settings: RunnerSettings, options: StartOpt
     log.info("consuming %s from %s (pool %s, concurrency %d)", ",".join(options.queues),
              _redact(app.conf.broker_url), pool, options.concurrency)
     worker = app.Worker(queues=options.queues, pool=pool, concurrency=options.concurrency,
-                        hostname=f"{options.worker_name}@%h", loglevel="INFO", without_gossip=True,
+                        hostname=f"{options.worker_name}@{platform.node() or 'localhost'}", loglevel="INFO", without_gossip=True,
                         without_mingle=True, without_heartbeat=True, quiet=True)
     worker.start()
     return int(worker.exitcode or 0)
