@@ -142,8 +142,8 @@ def delete_dataset(dataset: Dataset) -> None:
 
 # --- submit --------------------------------------------------------------------------------------------
 
-def submit(user, *, application: str, entrypoint: str, version: str | None = None, params: dict | None,
-           inputs: dict[str, list] | None, notify: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
+def submit(user, *, application: str, entrypoint: str, version: str | None = None, params: dict | None = None,
+           inputs: dict[str, list] | None = None, notify: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Validate against the registry, freeze the resolved spec, queue it. Returns (job, created).
 
     The same `idempotency_key` from the same user returns the first job instead of making a second.
