@@ -20,7 +20,7 @@ install-dev: $(VENV)/.installed-dev
 
 ## Embedded default: SQLite, file-system broker, local media, console email. Ctrl-C stops everything.
 demo: install
-	$(PY) manage.py demo
+	$(PY) manage.py demo $(DEMO_ARGS)
 
 ## The whole test suite against real PostgreSQL, Redis, worker processes, S3 API and SMTP servers.
 test: install-dev

@@ -11,3 +11,5 @@ from portal.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# The live server's thread must not keep a connection open past a test (teardown drops the database).
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
