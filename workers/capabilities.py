@@ -54,8 +54,12 @@ def _nvidia_smi_gpus(timeout_s: float = 20) -> list[dict[str, Any]] | None:
     # Older drivers do not know `compute_cap`; ask again without it rather than report no GPU.
     for fields in ("name,memory.total,compute_cap", "name,memory.total"):
         try:
-            out = subprocess.run([exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=timeout_s)
+            out = subprocess.run(
+                [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         if out.returncode == 0:
@@ -73,8 +77,13 @@ def _parse_smi_line(line: str) -> dict[str, Any]:
 def _torch_gpus(timeout_s: float = 120) -> list[dict[str, Any]]:
     """GPUs as torch sees them, asked in a child process so CUDA is never initialised in the agent."""
     try:
-        out = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True,
-                             timeout=timeout_s, cwd=CODE_ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", _TORCH_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=CODE_ROOT,
+        )
         gpus = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         return []
@@ -92,8 +101,14 @@ def fake_gpus() -> list[dict[str, Any]] | None:
         raise ValueError(f"{FAKE_GPUS_ENV} is not valid JSON: {exc}") from None
     if not isinstance(gpus, list) or not all(isinstance(g, dict) and "memory_gb" in g for g in gpus):
         raise ValueError(f'{FAKE_GPUS_ENV} must be a JSON list like [{{"name": "A100", "memory_gb": 40}}]')
-    return [{"name": str(g.get("name", "fake GPU")), "memory_gb": float(g["memory_gb"]),
-             "compute_capability": g.get("compute_capability")} for g in gpus]
+    return [
+        {
+            "name": str(g.get("name", "fake GPU")),
+            "memory_gb": float(g["memory_gb"]),
+            "compute_capability": g.get("compute_capability"),
+        }
+        for g in gpus
+    ]
 
 
 def probe_gpus() -> list[dict[str, Any]]:
@@ -113,8 +128,13 @@ def code_version() -> str:
     if env:
         return env
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=CODE_ROOT, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=CODE_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):

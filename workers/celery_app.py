@@ -38,7 +38,7 @@ def default_broker_url(configured: str | None = None) -> str:
 
 
 def broker_dir() -> Path:
-    """The folder the embedded (filesystem) broker shares with the portal: `LOCUS_BROKER_DIR` or var/broker."""
+    """The folder the embedded filesystem broker shares with the portal: `LOCUS_BROKER_DIR` or var/broker."""
     return Path(os.environ.get("LOCUS_BROKER_DIR") or CODE_ROOT / "var" / "broker").expanduser()
 
 
@@ -62,13 +62,19 @@ def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = Fa
     url = default_broker_url(broker_url)
     app = Celery("locus-worker", broker=url, set_as_current=True)
     transport_options: dict[str, Any] = {
-        "visibility_timeout": int(os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S),
+        "visibility_timeout": int(
+            os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S
+        ),
     }
     if url.startswith("filesystem://"):
         folder = broker_dir()
         (folder / "processed").mkdir(parents=True, exist_ok=True)
-        transport_options.update(data_folder_in=str(folder), data_folder_out=str(folder),
-                                 processed_folder=str(folder / "processed"), store_processed=False)
+        transport_options.update(
+            data_folder_in=str(folder),
+            data_folder_out=str(folder),
+            processed_folder=str(folder / "processed"),
+            store_processed=False,
+        )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -89,7 +95,9 @@ def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = Fa
         worker_send_task_events=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
-    app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run_job)
+    app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
+        run_job
+    )
     return app
 
 

@@ -51,7 +51,7 @@ class PortalUnavailable(PortalError):
 
 
 def _error_from(response: requests.Response) -> PortalError:
-    """Build the exception for a non-2xx answer, surfacing `{"error": {code, message, fields}}` when present."""
+    """Build the exception for a non-2xx answer, surfacing `{"error": {...}}` when present."""
     code, message, fields = "", response.reason or "", {}
     try:
         body = response.json()
@@ -73,8 +73,13 @@ def _error_from(response: requests.Response) -> PortalError:
 class Backoff:
     """Exponential backoff with full jitter: sleep uniform(0, min(cap, base·2^n)) before retry n."""
 
-    def __init__(self, retries: int = 6, base_s: float = 0.5, cap_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        retries: int = 6,
+        base_s: float = 0.5,
+        cap_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.retries = retries
         self.base_s = base_s
         self.cap_s = cap_s
@@ -105,8 +110,15 @@ class WorkerClient:
     """One worker's session with the portal. Thread-safe enough for the runner's heartbeat/log threads:
     requests.Session is shared, but each call is an independent request."""
 
-    def __init__(self, portal: str, token: str | None = None, *, timeout_s: float = 30.0,
-                 backoff: Backoff | None = None, session: requests.Session | None = None):
+    def __init__(
+        self,
+        portal: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        backoff: Backoff | None = None,
+        session: requests.Session | None = None,
+    ):
         self.portal = portal.rstrip("/") + "/"
         self.timeout_s = timeout_s
         self.backoff = backoff or Backoff()
@@ -132,8 +144,15 @@ class WorkerClient:
             headers["X-Fencing-Token"] = fencing_token
         return headers
 
-    def post(self, path: str, body: dict[str, Any], *, fencing_token: str | None = None, auth: bool = True,
-             timeout_s: float | None = None) -> requests.Response:
+    def post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        fencing_token: str | None = None,
+        auth: bool = True,
+        timeout_s: float | None = None,
+    ) -> requests.Response:
         """POST JSON with retries; returns the 2xx response or raises the matching PortalError."""
         url = self.url(path)
         headers = self._headers(fencing_token, auth)
@@ -162,18 +181,24 @@ class WorkerClient:
         return None if response.status_code == 204 else response.json()
 
     # -- attempt calls (fenced) ---------------------------------------------------------------------------
-    def attempt_heartbeat(self, attempt_id: str, fencing_token: str,
-                          progress: dict[str, Any] | None) -> dict[str, Any]:
-        return self.post(f"attempts/{attempt_id}/heartbeat", {"progress": progress},
-                         fencing_token=fencing_token).json()
+    def attempt_heartbeat(
+        self, attempt_id: str, fencing_token: str, progress: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return self.post(
+            f"attempts/{attempt_id}/heartbeat", {"progress": progress}, fencing_token=fencing_token
+        ).json()
 
     def append_log(self, attempt_id: str, fencing_token: str, text: str) -> dict[str, Any]:
         return self.post(f"attempts/{attempt_id}/log", {"text": text}, fencing_token=fencing_token).json()
 
-    def output_target(self, attempt_id: str, fencing_token: str, name: str, size: int,
-                      sha256: str) -> dict[str, Any]:
-        return self.post(f"attempts/{attempt_id}/outputs", {"name": name, "size": size, "sha256": sha256},
-                         fencing_token=fencing_token).json()
+    def output_target(
+        self, attempt_id: str, fencing_token: str, name: str, size: int, sha256: str
+    ) -> dict[str, Any]:
+        return self.post(
+            f"attempts/{attempt_id}/outputs",
+            {"name": name, "size": size, "sha256": sha256},
+            fencing_token=fencing_token,
+        ).json()
 
     def complete(self, attempt_id: str, fencing_token: str, result: dict[str, Any]) -> dict[str, Any]:
         return self.post(f"attempts/{attempt_id}/complete", result, fencing_token=fencing_token).json()
