@@ -272,3 +272,20 @@ def test_scratch_dir_is_the_attempt_id_and_holds_params_json(portal, client, set
     import sys
 
     assert seen["exe"] == sys.executable
+
+
+def test_a_gpu_job_gets_its_own_card_and_reports_gpu_seconds(portal, client, settings, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, time\n"
+        "print('CUDA_VISIBLE_DEVICES=' + os.environ.get('CUDA_VISIBLE_DEVICES', ''), flush=True)\n"
+        "time.sleep(0.5)\n"
+    )
+    settings.gpu_indices = [1]
+    job = spec(["python", str(script)])
+    job["hardware"] = {"gpu": 1, "gpu_memory_gb": 16, "cpu": 1, "memory_gb": 1}
+    _, claim, runner = run(portal, client, settings, job)
+    runner.run()
+    attempt = portal.attempts[claim["attempt_id"]]
+    assert "CUDA_VISIBLE_DEVICES=1" in attempt.log
+    assert 0.5 <= attempt.completion["gpu_seconds"] < 5
