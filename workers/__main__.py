@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="config file (default: $LOCUS_WORKER_CONFIG or ~/.config/locus/worker.json)"
     )
     enroll.add_argument("--force", action="store_true", help="replace an existing config file")
+    enroll.add_argument("--broker", help="broker URL to store in the config (it may hold a password: 0600)")
 
     start = sub.add_parser("start", help="heartbeat and run jobs until SIGTERM")
     start.add_argument("--config", help="config file written by enroll")
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--broker",
-        help="broker URL (default: $CELERY_BROKER_URL, then the config, "
+        help="broker URL (default: $CELERY_BROKER_URL, then the config's broker_url, "
         "then the filesystem broker in $LOCUS_BROKER_DIR)",
     )
 
@@ -114,6 +115,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         worker_id=str(answer["worker_id"]),
         token=str(answer["token"]),
         queues=list(answer.get("queues") or []),
+        broker_url=args.broker,
     )
     save(config, path)
     queues = ",".join(config.queues) or "(none yet)"
@@ -164,7 +166,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         queues=explicit or heartbeat.queues,
         concurrency=args.concurrency or max(1, gpu_count),
         gpu_count=gpu_count,
-        broker_url=args.broker or config.broker_url,
+        broker_url=args.broker or os.environ.get("CELERY_BROKER_URL") or config.broker_url,
         worker_name=f"locus-worker-{config.worker_id}",
     )
     if args.pull:

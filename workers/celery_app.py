@@ -32,9 +32,9 @@ DEFAULT_VISIBILITY_TIMEOUT_S = 43200 + 3600  # above the longest registry timeou
 PORTAL_DOWN_REQUEUE_S = 10.0
 
 
-def default_broker_url(configured: str | None = None) -> str:
-    """`CELERY_BROKER_URL`, else the config file's `broker_url`, else the embedded filesystem broker."""
-    return os.environ.get("CELERY_BROKER_URL") or configured or "filesystem://"
+def default_broker_url(explicit: str | None = None) -> str:
+    """`explicit` (already resolved by the CLI), else `CELERY_BROKER_URL`, else the embedded filesystem broker."""
+    return explicit or os.environ.get("CELERY_BROKER_URL") or "filesystem://"
 
 
 def broker_dir() -> Path:
