@@ -124,6 +124,9 @@ def run_job(task: Any, job_id: str) -> str:
     if _context is None:
         raise RuntimeError("locus.run_job needs the agent context (start it with `python -m workers start`)")
     job_id = str(job_id)
+    if _context.settings.shutdown.is_set():
+        # Received just as the agent stops: give the doorbell back instead of claiming and handing back.
+        raise Reject("worker shutting down", requeue=True)
     try:
         claim = _context.client.claim(job_id)
     except Conflict as exc:

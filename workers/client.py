@@ -91,7 +91,11 @@ class Backoff:
         for attempt in range(self.retries + 1):
             try:
                 response = fn()
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 last = PortalUnavailable(f"{what}: {type(exc).__name__}: {exc}")
             else:
                 if response.status_code < 500:
@@ -205,24 +209,29 @@ class WorkerClient:
 
     # -- file transfer (signed URLs: never send our token there) ------------------------------------------
     def download(self, url: str, dest: Path, chunk: int = 1 << 20) -> tuple[int, str]:
-        """Stream `url` into `dest`; returns (size, sha256 hex). Retries restart from zero."""
+        """Stream `url` into `dest`; returns (size, sha256 hex). A broken stream is retried from zero."""
         import hashlib
 
         target = self.absolute(url)
+        result: dict[str, Any] = {}
 
         def fetch() -> requests.Response:
-            return self.session.get(target, stream=True, timeout=self.timeout_s)
+            response = self.session.get(target, stream=True, timeout=self.timeout_s)
+            if response.status_code >= 400:
+                return response
+            digest, size = hashlib.sha256(), 0
+            with response, open(dest, "wb") as fh:
+                for block in response.iter_content(chunk):
+                    fh.write(block)
+                    digest.update(block)
+                    size += len(block)
+            result.update(size=size, sha256=digest.hexdigest())
+            return response
 
         response = self.backoff.call(f"GET {dest.name}", fetch)
         if response.status_code >= 400:
             raise _error_from(response)
-        digest, size = hashlib.sha256(), 0
-        with response, open(dest, "wb") as fh:
-            for block in response.iter_content(chunk):
-                fh.write(block)
-                digest.update(block)
-                size += len(block)
-        return size, digest.hexdigest()
+        return result["size"], result["sha256"]
 
     def upload(self, target: dict[str, Any], path: Path) -> None:
         """Send the file's bytes to an upload target `{url, method, headers}`, streaming from disk."""

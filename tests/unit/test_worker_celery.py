@@ -88,3 +88,12 @@ def test_gpu_slots_never_hand_one_card_to_two_jobs():
     slots.release(b)
     slots.release(got[0])
     assert slots.acquire(5) == [0, 1]  # more than exist: all of them, not a deadlock
+
+
+def test_a_message_received_during_shutdown_is_given_back_unclaimed(portal, context):
+    context.settings.shutdown.set()
+    job_id = portal.add_job({"command": ["true"]})
+    with pytest.raises(Reject) as info:
+        celery_app.run_job(None, job_id)
+    assert info.value.requeue is True
+    assert portal.jobs[job_id].status == "queued" and portal.count("POST", "/claim$") == 0

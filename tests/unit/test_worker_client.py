@@ -131,3 +131,15 @@ def test_nvidia_smi_lines_are_parsed_into_gb_and_compute_capability():
     gpu = capabilities._parse_smi_line("NVIDIA H100 80GB HBM3, 81559, 9.0")
     assert gpu == {"name": "NVIDIA H100 80GB HBM3", "memory_gb": 85.52, "compute_capability": "9.0"}
     assert capabilities._parse_smi_line("Tesla K80, 11441")["compute_capability"] is None
+
+
+def test_download_retries_a_5xx_and_returns_size_and_sha256(portal, client, tmp_path):
+    from worker_fake_portal import sha256
+
+    url = portal.add_file("frames.tif", b"\x00\x01" * 5000)
+    portal.fail_next("^/files/", 503)
+    size, digest = client.download(url, tmp_path / "frames.tif")
+    assert (size, digest) == (10000, sha256(b"\x00\x01" * 5000))
+    assert (tmp_path / "frames.tif").read_bytes() == b"\x00\x01" * 5000
+    assert len(portal.file_request_headers) == 2
+    assert not any("Authorization" in h for h in portal.file_request_headers)  # signed URLs: no worker token

@@ -57,6 +57,7 @@ class FakePortal:
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, int]] = []
+        self.file_request_headers: list[dict[str, str]] = []
         self.inject: dict[str, list[tuple[int, dict[str, Any] | None]]] = defaultdict(list)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -145,6 +146,8 @@ class FakePortal:
         }
 
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any]:
+        if path.startswith(("/files/", "/uploads/")):
+            self.file_request_headers.append(dict(headers))
         for regex, answers in self.inject.items():
             if answers and re.search(regex, path):
                 status, payload = answers.pop(0)
