@@ -33,6 +33,7 @@ from workers.client import Conflict, PortalError, WorkerClient
 log = logging.getLogger("locus.worker.runner")
 
 LOG_CHUNK_CHARS = 256 * 1024
+SECRET_ENV = ("CELERY_BROKER_URL", "LOCUS_WORKER_CONFIG")
 
 
 class InfrastructureError(Exception):
@@ -132,9 +133,7 @@ class AttemptRun:
         finally:
             self._stop.set()
             proc = getattr(self, "_proc", None)
-            if (
-                proc is not None and proc.returncode is None
-            ):  # only after an agent bug: never leave it running
+            if proc is not None and proc.returncode is None:  # after an agent bug: never leave it running
                 _killpg(proc.pid, signal.SIGKILL)
                 self._reap(proc, block=True)
             for thread in self._threads:
@@ -170,6 +169,10 @@ class AttemptRun:
             return Outcome(
                 completed=False, exit_code=exit_code, ended_by="conflict", reason="attempt is over"
             )
+        if ended_by is None and exit_code == -signal.SIGTERM:
+            # A SIGTERM we did not send: the service manager may be stopping us too (systemd's default
+            # KillMode signals the whole cgroup). Give our own signal handler a moment to say so.
+            self.settings.shutdown.wait(0.5)
         if ended_by == "shutdown" or (exit_code < 0 and self.settings.shutdown.is_set()):
             return self._complete(exit_code, "infrastructure", "worker shutting down", ended_by="shutdown")
         if ended_by == "timeout":
@@ -245,6 +248,8 @@ class AttemptRun:
             LOCUS_JOB_ID=str(self.claim.get("job_id", "")),
             LOCUS_ATTEMPT_ID=self.attempt_id,
         )
+        for secret in SECRET_ENV:  # the job needs none of the agent's credentials
+            env.pop(secret, None)
         if self.settings.gpu_indices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.settings.gpu_indices))
         proc = subprocess.Popen(

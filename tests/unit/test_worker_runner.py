@@ -194,6 +194,15 @@ def test_sha256_mismatch_on_download_is_an_infrastructure_failure_and_runs_nothi
     assert portal.jobs[job_id].status == "queued"  # the portal retries infrastructure failures
 
 
+def test_inputs_larger_than_the_free_disk_are_an_infrastructure_failure(portal, client, settings):
+    inputs = [{"slot": "frames", "name": "huge.tif", "size": 10**18, "sha256": "0" * 64, "url": "/files/x"}]
+    _, claim, runner = run(portal, client, settings, spec(), inputs)
+    runner.run()
+    done = portal.attempts[claim["attempt_id"]].completion
+    assert done["failure_class"] == "infrastructure" and done["reason"].startswith("disk full")
+    assert portal.count("GET", "^/files/") == 0  # nothing downloaded
+
+
 def test_input_names_cannot_escape_the_scratch_dir(portal, client, settings, tmp_path):
     data = b"x"
     inputs = [
@@ -253,19 +262,22 @@ def test_shutdown_stops_the_job_and_hands_it_back_as_infrastructure(portal, clie
     assert portal.jobs[job_id].status == "queued"
 
 
-def test_scratch_dir_is_the_attempt_id_and_holds_params_json(portal, client, settings, tmp_path):
+def test_scratch_dir_is_the_attempt_id_and_holds_params_json(portal, client, settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://user:secret@broker:6379/0")
     script = tmp_path / "job.py"
     script.write_text(
         "import argparse, json, os, sys\n"
         "p = argparse.ArgumentParser(); p.add_argument('--inputs'); p.add_argument('--outputs');"
         " p.add_argument('--params'); a = p.parse_args()\n"
         "print(json.dumps({'cwd': os.getcwd(), 'params': json.load(open(a.params)), 'inputs': a.inputs,"
+        " 'broker': os.environ.get('CELERY_BROKER_URL'),"
         " 'exe': sys.executable, 'pgid_is_pid': os.getpgid(0) == os.getpid()}))\n"
     )
     _, claim, runner = run(portal, client, settings, spec(["python", str(script)], alpha=1))
     runner.run()
     seen = json.loads(portal.attempts[claim["attempt_id"]].log.splitlines()[0])
     assert seen["params"] == {"alpha": 1}
+    assert seen["broker"] is None  # the agent's broker password is not the job's business
     assert Path(seen["inputs"]) == settings.scratch / claim["attempt_id"] / "inputs"
     assert Path(seen["cwd"]) == Path(__file__).resolve().parents[2]  # the code root
     assert seen["pgid_is_pid"] is True  # its own process group, so signals reach all it starts
