@@ -260,6 +260,7 @@ class AttemptRun:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_parent_death_signal(),  # only prctl runs between fork and exec
         )
         self._proc = proc
         self._started = time.monotonic()
@@ -449,6 +450,31 @@ class AttemptRun:
                 self.cancelled.set()
             if answer.get("lease_s"):
                 interval = max(self.settings.min_heartbeat_s, float(answer["lease_s"]) / 3)
+
+
+def _parent_death_signal() -> Any:
+    """A pre-exec hook making the job die with the agent (Linux prctl PR_SET_PDEATHSIG), else None.
+
+    The job runs in its own session, so a SIGKILLed agent would otherwise leave it running as an orphan,
+    holding a GPU for an attempt nobody can complete any more (the portal requeues it when the lease ends).
+    libc is resolved here, before fork: the hook itself only calls one function.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the agent died between fork and prctl
+            os._exit(137)
+
+    return hook
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -209,3 +209,28 @@ def test_pull_mode_claims_by_long_poll_and_stops_on_sigterm(portal, enrolled, tm
     assert time.monotonic() - t0 < 25  # at most one long poll (20 s) to notice
     out = portal.attempt_of(job_id).completion["outputs"]
     assert [o["name"] for o in out] == ["report.json"]
+
+
+def test_a_killed_agent_takes_its_job_with_it(portal, enrolled, tmp_path):
+    job_id = portal.add_job(STUBBORN)
+    agent = start_agent(tmp_path, enrolled, "--pull")
+    try:
+        attempt = portal.wait_for(
+            lambda: (a := portal.attempt_of(job_id)) and "pid" in a.log and a, timeout=30
+        )
+        pid = json.loads(attempt.log.splitlines()[0])["pid"]
+        agent.kill()  # SIGKILL: no chance to stop the job itself
+        agent.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the job outlived its agent")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
