@@ -142,16 +142,23 @@ def test_enrolling_twice_needs_force_and_a_spent_token_is_refused(portal, enroll
     assert "already exists" in err[0] and "bad_enrollment_token" in err[1]
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["start", "--config", "/nonexistent/worker.json"], "run `python -m workers enroll` first"),
-        (["enroll", "--portal", "ftp://x", "--enrollment-token", "t"], "--portal must be an http(s) URL"),
-        (["start", "--concurrency", "many"], "invalid int value"),
-        (["frobnicate"], "invalid choice"),
-    ],
-)
-def test_bad_input_exits_2_with_one_line_and_no_traceback(argv, message, tmp_path):
+BAD_INPUT = [
+    (["start", "--config", "/nonexistent/worker.json"], "run `python -m workers enroll` first"),
+    (["enroll", "--portal", "ftp://x", "--enrollment-token", "t"], "--portal must be an http(s) URL"),
+    (["start", "--concurrency", "many"], "invalid int value"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT)
+def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT[:1])
+def test_bad_input_from_the_shell_has_no_traceback(argv, message, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "workers", *argv],
         cwd=CODE_ROOT,
@@ -197,7 +204,7 @@ def test_broker_mode_runs_a_job_drops_a_duplicate_and_hands_back_on_sigterm(port
 
 
 def test_pull_mode_claims_by_long_poll_and_stops_on_sigterm(portal, enrolled, tmp_path):
-    job_id = portal.add_job(SELFTEST)
+    job_id = portal.add_job({**STUBBORN, "params": {"sleep_s": 0, "output": "report.json"}})
     agent = start_agent(tmp_path, enrolled, "--pull")
     try:
         portal.wait_for(lambda: portal.jobs[job_id].status == "succeeded", timeout=60)

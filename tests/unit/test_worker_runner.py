@@ -222,7 +222,7 @@ def test_input_names_cannot_escape_the_scratch_dir(portal, client, settings, tmp
 
 def test_failed_upload_is_an_infrastructure_failure(portal, client, settings):
     portal.fail_next(r"^/uploads/", 403)
-    _, claim, runner = run(portal, client, settings, spec())
+    _, claim, runner = run(portal, client, settings, spec(STUBBORN, sleep_s=0, output="result.txt"))
     runner.run()
     done = portal.attempts[claim["attempt_id"]].completion
     assert done["failure_class"] == "infrastructure" and done["reason"].startswith("upload failed")
