@@ -90,6 +90,22 @@ def _torch_gpus(timeout_s: float = 120) -> list[dict[str, Any]]:
     return gpus if isinstance(gpus, list) else []
 
 
+def visible_devices() -> list[str] | None:
+    """The agent's own `CUDA_VISIBLE_DEVICES` as a list (None when unset): an operator may lend only some cards."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    ids = [p.strip() for p in raw.split(",") if p.strip()]
+    # CUDA stops at the first invalid entry, so "-1" (a common "no GPU") hides everything after it.
+    return ids[: next((i for i, p in enumerate(ids) if p.startswith("-")), len(ids))]
+
+
+def device_ids(slots: list[int]) -> list[str]:
+    """CUDA_VISIBLE_DEVICES entries for the agent's GPU slots 0..n-1 (its visible cards, in order)."""
+    visible = visible_devices()
+    return [visible[i] if visible is not None and i < len(visible) else str(i) for i in slots]
+
+
 def fake_gpus() -> list[dict[str, Any]] | None:
     """The GPUs `LOCUS_FAKE_GPUS` pretends exist; None when unset. Raises ValueError on a malformed value."""
     raw = os.environ.get(FAKE_GPUS_ENV)
@@ -118,8 +134,12 @@ def probe_gpus() -> list[dict[str, Any]]:
         return fake
     smi = _nvidia_smi_gpus()
     if smi is not None:
+        # nvidia-smi lists every card; report only those this agent may use (numeric ids, PCI order).
+        visible = visible_devices()
+        if visible is not None and all(v.isdigit() for v in visible):
+            smi = [smi[int(v)] for v in visible if int(v) < len(smi)]
         return smi
-    return _torch_gpus()
+    return _torch_gpus()  # torch in the child already honours CUDA_VISIBLE_DEVICES
 
 
 def code_version() -> str:

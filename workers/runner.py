@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from workers.capabilities import CODE_ROOT
+from workers.capabilities import CODE_ROOT, device_ids
 from workers.client import Conflict, PortalError, WorkerClient
 
 log = logging.getLogger("locus.worker.runner")
@@ -251,7 +251,9 @@ class AttemptRun:
         for secret in SECRET_ENV:  # the job needs none of the agent's credentials
             env.pop(secret, None)
         if self.settings.gpu_indices:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.settings.gpu_indices))
+            # PCI order, so the ids mean the same cards as nvidia-smi's (the probe's) numbering.
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(device_ids(self.settings.gpu_indices))
         proc = subprocess.Popen(
             command,
             cwd=self.settings.code_root,

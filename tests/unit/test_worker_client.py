@@ -143,3 +143,12 @@ def test_download_retries_a_5xx_and_returns_size_and_sha256(portal, client, tmp_
     assert (tmp_path / "frames.tif").read_bytes() == b"\x00\x01" * 5000
     assert len(portal.file_request_headers) == 2
     assert not any("Authorization" in h for h in portal.file_request_headers)  # signed URLs: no worker token
+
+
+def test_gpu_slots_map_onto_the_cards_the_operator_lent(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert capabilities.device_ids([0, 1]) == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert capabilities.device_ids([1]) == ["3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert capabilities.visible_devices() == []
