@@ -35,31 +35,53 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m workers", description="Locus worker agent.")
-    parser.add_argument("--log-level", default=os.environ.get("LOCUS_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("LOCUS_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     enroll = sub.add_parser("enroll", help="exchange a one-time enrollment token for this worker's token")
     enroll.add_argument("--portal", required=True, help="portal base URL, e.g. https://locus.example.org")
-    enroll.add_argument("--enrollment-token", required=True, help="one-time token from the portal's workers page")
-    enroll.add_argument("--name", default=platform.node(), help="name shown on the portal (default: hostname)")
-    enroll.add_argument("--config", help="config file (default: $LOCUS_WORKER_CONFIG or ~/.config/locus/worker.json)")
+    enroll.add_argument(
+        "--enrollment-token", required=True, help="one-time token from the portal's workers page"
+    )
+    enroll.add_argument(
+        "--name", default=platform.node(), help="name shown on the portal (default: hostname)"
+    )
+    enroll.add_argument(
+        "--config", help="config file (default: $LOCUS_WORKER_CONFIG or ~/.config/locus/worker.json)"
+    )
     enroll.add_argument("--force", action="store_true", help="replace an existing config file")
+    enroll.add_argument("--broker", help="broker URL to store in the config (it may hold a password: 0600)")
 
     start = sub.add_parser("start", help="heartbeat and run jobs until SIGTERM")
     start.add_argument("--config", help="config file written by enroll")
-    start.add_argument("--queues", default="auto",
-                       help="'auto' (the queues the portal allows) or a list like cpu,gpu.8,gpu.16")
-    start.add_argument("--pull", action="store_true",
-                       help="take jobs by HTTP long poll (no broker access needed)")
-    start.add_argument("--scratch", default=os.environ.get("LOCUS_SCRATCH") or "~/.cache/locus/scratch",
-                       help="folder for per-attempt inputs/outputs (removed after each attempt)")
-    start.add_argument("--concurrency", type=int, default=0,
-                       help="jobs at once (default: one per GPU, 1 without a GPU)")
-    start.add_argument("--grace", type=float, default=10.0,
-                       help="seconds between SIGTERM and SIGKILL when a job is stopped")
-    start.add_argument("--broker", help="broker URL (default: $CELERY_BROKER_URL, then the config, "
-                                        "then the filesystem broker in $LOCUS_BROKER_DIR)")
+    start.add_argument(
+        "--queues",
+        default="auto",
+        help="'auto' (the queues the portal allows) or a list like cpu,gpu.8,gpu.16",
+    )
+    start.add_argument(
+        "--pull", action="store_true", help="take jobs by HTTP long poll (no broker access needed)"
+    )
+    start.add_argument(
+        "--scratch",
+        default=os.environ.get("LOCUS_SCRATCH") or "~/.cache/locus/scratch",
+        help="folder for per-attempt inputs/outputs (removed after each attempt)",
+    )
+    start.add_argument(
+        "--concurrency", type=int, default=0, help="jobs at once (default: one per GPU, 1 without a GPU)"
+    )
+    start.add_argument(
+        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL when a job is stopped"
+    )
+    start.add_argument(
+        "--broker",
+        help="broker URL (default: $CELERY_BROKER_URL, then the config's broker_url, "
+        "then the filesystem broker in $LOCUS_BROKER_DIR)",
+    )
 
     sub.add_parser("probe", help="print this machine's capabilities as JSON")
     return parser
@@ -88,11 +110,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         raise BadInput(f"{path} already exists (this machine is enrolled); use --force to replace it")
     client = WorkerClient(portal)
     answer = client.enroll(args.enrollment_token.strip(), args.name, _probe())
-    config = WorkerConfig(portal=portal, worker_id=str(answer["worker_id"]), token=str(answer["token"]),
-                          queues=list(answer.get("queues") or []))
+    config = WorkerConfig(
+        portal=portal,
+        worker_id=str(answer["worker_id"]),
+        token=str(answer["token"]),
+        queues=list(answer.get("queues") or []),
+        broker_url=args.broker,
+    )
     save(config, path)
-    print(f"enrolled as worker {config.worker_id} at {portal}; queues {','.join(config.queues) or '(none yet)'}; "
-          f"config written to {path}")
+    queues = ",".join(config.queues) or "(none yet)"
+    print(f"enrolled as worker {config.worker_id} at {portal}; queues {queues}; config written to {path}")
     return EXIT_OK
 
 
@@ -123,16 +150,25 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     caps = _probe()
     gpu_count = len(caps["gpus"])
-    log.info("worker %s: %d CPU, %.1f GB RAM, GPUs: %s", config.worker_id, caps["cpu_count"], caps["memory_gb"],
-             ", ".join(f"{g['name']} ({g['memory_gb']} GB)" for g in caps["gpus"]) or "none")
+    log.info(
+        "worker %s: %d CPU, %.1f GB RAM, GPUs: %s",
+        config.worker_id,
+        caps["cpu_count"],
+        caps["memory_gb"],
+        ", ".join(f"{g['name']} ({g['memory_gb']} GB)" for g in caps["gpus"]) or "none",
+    )
     client = WorkerClient(config.portal, config.token)
     settings = RunnerSettings(scratch=scratch, grace_s=args.grace)
     heartbeat = WorkerHeartbeat(client, caps, settings.shutdown)
     heartbeat.beat()  # fails fast on a wrong portal or a revoked token
     heartbeat.start()
-    options = StartOptions(queues=explicit or heartbeat.queues, concurrency=args.concurrency or max(1, gpu_count),
-                           gpu_count=gpu_count, broker_url=args.broker or config.broker_url,
-                           worker_name=f"locus-worker-{config.worker_id}")
+    options = StartOptions(
+        queues=explicit or heartbeat.queues,
+        concurrency=args.concurrency or max(1, gpu_count),
+        gpu_count=gpu_count,
+        broker_url=args.broker or os.environ.get("CELERY_BROKER_URL") or config.broker_url,
+        worker_name=f"locus-worker-{config.worker_id}",
+    )
     if args.pull:
         return run_pull(client, settings, options)
     if not options.queues:
@@ -147,8 +183,9 @@ def cmd_start(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        logging.basicConfig(stream=sys.stderr, level=args.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            stream=sys.stderr, level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         if args.command == "probe":
             print(json.dumps(_probe(), indent=2))
             return EXIT_OK

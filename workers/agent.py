@@ -52,8 +52,13 @@ class WorkerHeartbeat:
     A revoked token (401/403) stops the agent: there is no point in taking jobs it may not complete.
     """
 
-    def __init__(self, client: WorkerClient, capabilities: dict[str, Any], shutdown: threading.Event,
-                 interval_s: float = HEARTBEAT_S):
+    def __init__(
+        self,
+        client: WorkerClient,
+        capabilities: dict[str, Any],
+        shutdown: threading.Event,
+        interval_s: float = HEARTBEAT_S,
+    ):
         self.client = client
         self.capabilities = capabilities
         self.shutdown = shutdown
@@ -65,8 +70,11 @@ class WorkerHeartbeat:
         answer = self.client.heartbeat(self.capabilities)
         queues = list(answer.get("queues") or [])
         if self.queues and sorted(queues) != sorted(self.queues):
-            log.warning("the portal now allows queues %s (consuming %s); restart the agent to follow",
-                        ",".join(queues), ",".join(self.queues))
+            log.warning(
+                "the portal now allows queues %s (consuming %s); restart the agent to follow",
+                ",".join(queues),
+                ",".join(self.queues),
+            )
         elif not self.queues:
             self.queues = queues
         return answer
@@ -114,16 +122,31 @@ def run_broker(client: WorkerClient, settings: RunnerSettings, options: StartOpt
 
     signals.worker_shutting_down.connect(on_shutting_down, weak=False)
     pool = "solo" if options.concurrency == 1 else "threads"
-    log.info("consuming %s from %s (pool %s, concurrency %d)", ",".join(options.queues),
-             _redact(app.conf.broker_url), pool, options.concurrency)
-    worker = app.Worker(queues=options.queues, pool=pool, concurrency=options.concurrency,
-                        hostname=f"{options.worker_name}@{platform.node() or 'localhost'}", loglevel="INFO", without_gossip=True,
-                        without_mingle=True, without_heartbeat=True, quiet=True)
+    log.info(
+        "consuming %s from %s (pool %s, concurrency %d)",
+        ",".join(options.queues),
+        _redact(app.conf.broker_url),
+        pool,
+        options.concurrency,
+    )
+    worker = app.Worker(
+        queues=options.queues,
+        pool=pool,
+        concurrency=options.concurrency,
+        hostname=f"{options.worker_name}@{platform.node() or 'localhost'}",
+        loglevel="INFO",
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        quiet=True,
+    )
     worker.start()
     return int(worker.exitcode or 0)
 
 
-def run_pull(client: WorkerClient, settings: RunnerSettings, options: StartOptions, wait_s: float = 20) -> int:
+def run_pull(
+    client: WorkerClient, settings: RunnerSettings, options: StartOptions, wait_s: float = 20
+) -> int:
     """Long-poll `claim-next` from `concurrency` threads until SIGTERM/SIGINT; returns the exit code."""
     from workers.celery_app import AgentContext, run_claimed
 
@@ -157,7 +180,9 @@ def run_pull(client: WorkerClient, settings: RunnerSettings, options: StartOptio
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threads = [threading.Thread(target=loop, name=f"pull-{i}", daemon=True) for i in range(options.concurrency)]
+    threads = [
+        threading.Thread(target=loop, name=f"pull-{i}", daemon=True) for i in range(options.concurrency)
+    ]
     for thread in threads:
         thread.start()
     log.info("pulling jobs from %s (concurrency %d)", client.portal, options.concurrency)
@@ -173,4 +198,3 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
-

@@ -54,8 +54,12 @@ def _nvidia_smi_gpus(timeout_s: float = 20) -> list[dict[str, Any]] | None:
     # Older drivers do not know `compute_cap`; ask again without it rather than report no GPU.
     for fields in ("name,memory.total,compute_cap", "name,memory.total"):
         try:
-            out = subprocess.run([exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=timeout_s)
+            out = subprocess.run(
+                [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         if out.returncode == 0:
@@ -73,12 +77,33 @@ def _parse_smi_line(line: str) -> dict[str, Any]:
 def _torch_gpus(timeout_s: float = 120) -> list[dict[str, Any]]:
     """GPUs as torch sees them, asked in a child process so CUDA is never initialised in the agent."""
     try:
-        out = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True, text=True,
-                             timeout=timeout_s, cwd=CODE_ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", _TORCH_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=CODE_ROOT,
+        )
         gpus = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         return []
     return gpus if isinstance(gpus, list) else []
+
+
+def visible_devices() -> list[str] | None:
+    """The agent's own `CUDA_VISIBLE_DEVICES` as a list (None when unset): an operator may lend only some cards."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    ids = [p.strip() for p in raw.split(",") if p.strip()]
+    # CUDA stops at the first invalid entry, so "-1" (a common "no GPU") hides everything after it.
+    return ids[: next((i for i, p in enumerate(ids) if p.startswith("-")), len(ids))]
+
+
+def device_ids(slots: list[int]) -> list[str]:
+    """CUDA_VISIBLE_DEVICES entries for the agent's GPU slots 0..n-1 (its visible cards, in order)."""
+    visible = visible_devices()
+    return [visible[i] if visible is not None and i < len(visible) else str(i) for i in slots]
 
 
 def fake_gpus() -> list[dict[str, Any]] | None:
@@ -92,8 +117,14 @@ def fake_gpus() -> list[dict[str, Any]] | None:
         raise ValueError(f"{FAKE_GPUS_ENV} is not valid JSON: {exc}") from None
     if not isinstance(gpus, list) or not all(isinstance(g, dict) and "memory_gb" in g for g in gpus):
         raise ValueError(f'{FAKE_GPUS_ENV} must be a JSON list like [{{"name": "A100", "memory_gb": 40}}]')
-    return [{"name": str(g.get("name", "fake GPU")), "memory_gb": float(g["memory_gb"]),
-             "compute_capability": g.get("compute_capability")} for g in gpus]
+    return [
+        {
+            "name": str(g.get("name", "fake GPU")),
+            "memory_gb": float(g["memory_gb"]),
+            "compute_capability": g.get("compute_capability"),
+        }
+        for g in gpus
+    ]
 
 
 def probe_gpus() -> list[dict[str, Any]]:
@@ -103,8 +134,12 @@ def probe_gpus() -> list[dict[str, Any]]:
         return fake
     smi = _nvidia_smi_gpus()
     if smi is not None:
+        # nvidia-smi lists every card; report only those this agent may use (numeric ids, PCI order).
+        visible = visible_devices()
+        if visible is not None and all(v.isdigit() for v in visible):
+            smi = [smi[int(v)] for v in visible if int(v) < len(smi)]
         return smi
-    return _torch_gpus()
+    return _torch_gpus()  # torch in the child already honours CUDA_VISIBLE_DEVICES
 
 
 def code_version() -> str:
@@ -113,8 +148,13 @@ def code_version() -> str:
     if env:
         return env
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=CODE_ROOT, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=CODE_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):

@@ -32,13 +32,13 @@ DEFAULT_VISIBILITY_TIMEOUT_S = 43200 + 3600  # above the longest registry timeou
 PORTAL_DOWN_REQUEUE_S = 10.0
 
 
-def default_broker_url(configured: str | None = None) -> str:
-    """`CELERY_BROKER_URL`, else the config file's `broker_url`, else the embedded filesystem broker."""
-    return os.environ.get("CELERY_BROKER_URL") or configured or "filesystem://"
+def default_broker_url(explicit: str | None = None) -> str:
+    """`explicit` (already resolved by the CLI), else `CELERY_BROKER_URL`, else the embedded filesystem broker."""
+    return explicit or os.environ.get("CELERY_BROKER_URL") or "filesystem://"
 
 
 def broker_dir() -> Path:
-    """The folder the embedded (filesystem) broker shares with the portal: `LOCUS_BROKER_DIR` or var/broker."""
+    """The folder the embedded filesystem broker shares with the portal: `LOCUS_BROKER_DIR` or var/broker."""
     return Path(os.environ.get("LOCUS_BROKER_DIR") or CODE_ROOT / "var" / "broker").expanduser()
 
 
@@ -62,13 +62,19 @@ def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = Fa
     url = default_broker_url(broker_url)
     app = Celery("locus-worker", broker=url, set_as_current=True)
     transport_options: dict[str, Any] = {
-        "visibility_timeout": int(os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S),
+        "visibility_timeout": int(
+            os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S
+        ),
     }
     if url.startswith("filesystem://"):
         folder = broker_dir()
         (folder / "processed").mkdir(parents=True, exist_ok=True)
-        transport_options.update(data_folder_in=str(folder), data_folder_out=str(folder),
-                                 processed_folder=str(folder / "processed"), store_processed=False)
+        transport_options.update(
+            data_folder_in=str(folder),
+            data_folder_out=str(folder),
+            processed_folder=str(folder / "processed"),
+            store_processed=False,
+        )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -89,7 +95,9 @@ def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = Fa
         worker_send_task_events=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
-    app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run_job)
+    app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
+        run_job
+    )
     return app
 
 
@@ -116,6 +124,9 @@ def run_job(task: Any, job_id: str) -> str:
     if _context is None:
         raise RuntimeError("locus.run_job needs the agent context (start it with `python -m workers start`)")
     job_id = str(job_id)
+    if _context.settings.shutdown.is_set():
+        # Received just as the agent stops: give the doorbell back instead of claiming and handing back.
+        raise Reject("worker shutting down", requeue=True)
     try:
         claim = _context.client.claim(job_id)
     except Conflict as exc:

@@ -51,7 +51,7 @@ class PortalUnavailable(PortalError):
 
 
 def _error_from(response: requests.Response) -> PortalError:
-    """Build the exception for a non-2xx answer, surfacing `{"error": {code, message, fields}}` when present."""
+    """Build the exception for a non-2xx answer, surfacing `{"error": {...}}` when present."""
     code, message, fields = "", response.reason or "", {}
     try:
         body = response.json()
@@ -73,8 +73,13 @@ def _error_from(response: requests.Response) -> PortalError:
 class Backoff:
     """Exponential backoff with full jitter: sleep uniform(0, min(cap, base·2^n)) before retry n."""
 
-    def __init__(self, retries: int = 6, base_s: float = 0.5, cap_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        retries: int = 6,
+        base_s: float = 0.5,
+        cap_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.retries = retries
         self.base_s = base_s
         self.cap_s = cap_s
@@ -86,7 +91,11 @@ class Backoff:
         for attempt in range(self.retries + 1):
             try:
                 response = fn()
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 last = PortalUnavailable(f"{what}: {type(exc).__name__}: {exc}")
             else:
                 if response.status_code < 500:
@@ -105,8 +114,15 @@ class WorkerClient:
     """One worker's session with the portal. Thread-safe enough for the runner's heartbeat/log threads:
     requests.Session is shared, but each call is an independent request."""
 
-    def __init__(self, portal: str, token: str | None = None, *, timeout_s: float = 30.0,
-                 backoff: Backoff | None = None, session: requests.Session | None = None):
+    def __init__(
+        self,
+        portal: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        backoff: Backoff | None = None,
+        session: requests.Session | None = None,
+    ):
         self.portal = portal.rstrip("/") + "/"
         self.timeout_s = timeout_s
         self.backoff = backoff or Backoff()
@@ -132,8 +148,15 @@ class WorkerClient:
             headers["X-Fencing-Token"] = fencing_token
         return headers
 
-    def post(self, path: str, body: dict[str, Any], *, fencing_token: str | None = None, auth: bool = True,
-             timeout_s: float | None = None) -> requests.Response:
+    def post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        fencing_token: str | None = None,
+        auth: bool = True,
+        timeout_s: float | None = None,
+    ) -> requests.Response:
         """POST JSON with retries; returns the 2xx response or raises the matching PortalError."""
         url = self.url(path)
         headers = self._headers(fencing_token, auth)
@@ -162,42 +185,53 @@ class WorkerClient:
         return None if response.status_code == 204 else response.json()
 
     # -- attempt calls (fenced) ---------------------------------------------------------------------------
-    def attempt_heartbeat(self, attempt_id: str, fencing_token: str,
-                          progress: dict[str, Any] | None) -> dict[str, Any]:
-        return self.post(f"attempts/{attempt_id}/heartbeat", {"progress": progress},
-                         fencing_token=fencing_token).json()
+    def attempt_heartbeat(
+        self, attempt_id: str, fencing_token: str, progress: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return self.post(
+            f"attempts/{attempt_id}/heartbeat", {"progress": progress}, fencing_token=fencing_token
+        ).json()
 
     def append_log(self, attempt_id: str, fencing_token: str, text: str) -> dict[str, Any]:
         return self.post(f"attempts/{attempt_id}/log", {"text": text}, fencing_token=fencing_token).json()
 
-    def output_target(self, attempt_id: str, fencing_token: str, name: str, size: int,
-                      sha256: str) -> dict[str, Any]:
-        return self.post(f"attempts/{attempt_id}/outputs", {"name": name, "size": size, "sha256": sha256},
-                         fencing_token=fencing_token).json()
+    def output_target(
+        self, attempt_id: str, fencing_token: str, name: str, size: int, sha256: str
+    ) -> dict[str, Any]:
+        return self.post(
+            f"attempts/{attempt_id}/outputs",
+            {"name": name, "size": size, "sha256": sha256},
+            fencing_token=fencing_token,
+        ).json()
 
     def complete(self, attempt_id: str, fencing_token: str, result: dict[str, Any]) -> dict[str, Any]:
         return self.post(f"attempts/{attempt_id}/complete", result, fencing_token=fencing_token).json()
 
     # -- file transfer (signed URLs: never send our token there) ------------------------------------------
     def download(self, url: str, dest: Path, chunk: int = 1 << 20) -> tuple[int, str]:
-        """Stream `url` into `dest`; returns (size, sha256 hex). Retries restart from zero."""
+        """Stream `url` into `dest`; returns (size, sha256 hex). A broken stream is retried from zero."""
         import hashlib
 
         target = self.absolute(url)
+        result: dict[str, Any] = {}
 
         def fetch() -> requests.Response:
-            return self.session.get(target, stream=True, timeout=self.timeout_s)
+            response = self.session.get(target, stream=True, timeout=self.timeout_s)
+            if response.status_code >= 400:
+                return response
+            digest, size = hashlib.sha256(), 0
+            with response, open(dest, "wb") as fh:
+                for block in response.iter_content(chunk):
+                    fh.write(block)
+                    digest.update(block)
+                    size += len(block)
+            result.update(size=size, sha256=digest.hexdigest())
+            return response
 
         response = self.backoff.call(f"GET {dest.name}", fetch)
         if response.status_code >= 400:
             raise _error_from(response)
-        digest, size = hashlib.sha256(), 0
-        with response, open(dest, "wb") as fh:
-            for block in response.iter_content(chunk):
-                fh.write(block)
-                digest.update(block)
-                size += len(block)
-        return size, digest.hexdigest()
+        return result["size"], result["sha256"]
 
     def upload(self, target: dict[str, Any], path: Path) -> None:
         """Send the file's bytes to an upload target `{url, method, headers}`, streaming from disk."""

@@ -60,7 +60,14 @@ def load(path: Path) -> WorkerConfig:
         raise ConfigError(f"no worker config at {path}: run `python -m workers enroll` first") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read worker config {path}: {exc}") from None
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("portal", "worker_id", "token")):
+    if not isinstance(raw, dict) or not all(
+        isinstance(raw.get(k), str) for k in ("portal", "worker_id", "token")
+    ):
         raise ConfigError(f"worker config {path} must hold portal, worker_id and token")
-    return WorkerConfig(portal=raw["portal"], worker_id=raw["worker_id"], token=raw["token"],
-                        queues=list(raw.get("queues") or []), broker_url=raw.get("broker_url"))
+    return WorkerConfig(
+        portal=raw["portal"],
+        worker_id=raw["worker_id"],
+        token=raw["token"],
+        queues=list(raw.get("queues") or []),
+        broker_url=raw.get("broker_url"),
+    )

@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from workers.capabilities import CODE_ROOT
+from workers.capabilities import CODE_ROOT, device_ids
 from workers.client import Conflict, PortalError, WorkerClient
 
 log = logging.getLogger("locus.worker.runner")
 
 LOG_CHUNK_CHARS = 256 * 1024
+SECRET_ENV = ("CELERY_BROKER_URL", "LOCUS_WORKER_CONFIG")
 
 
 class InfrastructureError(Exception):
@@ -42,10 +43,10 @@ class InfrastructureError(Exception):
 @dataclass
 class RunnerSettings:
     scratch: Path
-    grace_s: float = 10.0           # SIGTERM → SIGKILL
-    log_interval_s: float = 1.0     # log batching period
-    min_heartbeat_s: float = 0.5    # floor for lease_s / 3 (a tiny lease must not spin)
-    poll_s: float = 0.1             # how often the wait loop looks at the child and the flags
+    grace_s: float = 10.0  # SIGTERM → SIGKILL
+    log_interval_s: float = 1.0  # log batching period
+    min_heartbeat_s: float = 0.5  # floor for lease_s / 3 (a tiny lease must not spin)
+    poll_s: float = 0.1  # how often the wait loop looks at the child and the flags
     code_root: Path = CODE_ROOT
     gpu_indices: list[int] = field(default_factory=list)  # GPUs this run may use (CUDA_VISIBLE_DEVICES)
     shutdown: threading.Event = field(default_factory=threading.Event)  # set when the agent is stopping
@@ -102,9 +103,9 @@ class AttemptRun:
         self.spec: dict[str, Any] = claim.get("spec") or {}
         self.lease_s = float(claim.get("lease_s") or 60)
         self.dir = settings.scratch / _safe_part(self.attempt_id, "attempt")
-        self.cancelled = threading.Event()   # directive "cancel"
-        self.over = threading.Event()        # a 409: the portal no longer accepts this attempt
-        self._stop = threading.Event()       # stops the heartbeat and log threads
+        self.cancelled = threading.Event()  # directive "cancel"
+        self.over = threading.Event()  # a 409: the portal no longer accepts this attempt
+        self._stop = threading.Event()  # stops the heartbeat and log threads
         self._progress: dict[str, Any] | None = None
         self._log_lock = threading.Lock()
         self._log_buffer: list[str] = []
@@ -115,18 +116,24 @@ class AttemptRun:
 
     # -- public -------------------------------------------------------------------------------------------
     def run(self) -> Outcome:
-        log.info("attempt %s of job %s: %s", self.attempt_id, self.claim.get("job_id"),
-                 " ".join(map(str, self.spec.get("command") or [])))
+        log.info(
+            "attempt %s of job %s: %s",
+            self.attempt_id,
+            self.claim.get("job_id"),
+            " ".join(map(str, self.spec.get("command") or [])),
+        )
         self._start_thread(self._heartbeat_loop, "heartbeat")
         try:
             outcome = self._run()
-        except Exception as exc:  # noqa: BLE001 - any agent bug is reported as infrastructure, then cleaned up
+        except Exception as exc:  # noqa: BLE001 - an agent bug is an infrastructure failure
             log.exception("attempt %s: agent error", self.attempt_id)
-            outcome = self._complete(None, "infrastructure", f"worker agent error: {type(exc).__name__}: {exc}")
+            outcome = self._complete(
+                None, "infrastructure", f"worker agent error: {type(exc).__name__}: {exc}"
+            )
         finally:
             self._stop.set()
             proc = getattr(self, "_proc", None)
-            if proc is not None and proc.returncode is None:  # only after an agent bug: never leave it running
+            if proc is not None and proc.returncode is None:  # after an agent bug: never leave it running
                 _killpg(proc.pid, signal.SIGKILL)
                 self._reap(proc, block=True)
             for thread in self._threads:
@@ -159,7 +166,13 @@ class AttemptRun:
         if ended_by == "cancel":  # the portal already marked it; the final log flush may have had a 409
             return Outcome(completed=False, exit_code=exit_code, ended_by="cancel", reason="cancelled")
         if self.over.is_set() or ended_by == "conflict":
-            return Outcome(completed=False, exit_code=exit_code, ended_by="conflict", reason="attempt is over")
+            return Outcome(
+                completed=False, exit_code=exit_code, ended_by="conflict", reason="attempt is over"
+            )
+        if ended_by is None and exit_code == -signal.SIGTERM:
+            # A SIGTERM we did not send: the service manager may be stopping us too (systemd's default
+            # KillMode signals the whole cgroup). Give our own signal handler a moment to say so.
+            self.settings.shutdown.wait(0.5)
         if ended_by == "shutdown" or (exit_code < 0 and self.settings.shutdown.is_set()):
             return self._complete(exit_code, "infrastructure", "worker shutting down", ended_by="shutdown")
         if ended_by == "timeout":
@@ -189,8 +202,10 @@ class AttemptRun:
             need = sum(int(i.get("size") or 0) for i in inputs)
             free = shutil.disk_usage(self.dir).free
             if need > free:
-                raise InfrastructureError(f"disk full: inputs need {need / 1e9:.2f} GB, "
-                                          f"{free / 1e9:.2f} GB free under {self.settings.scratch}")
+                raise InfrastructureError(
+                    f"disk full: inputs need {need / 1e9:.2f} GB, "
+                    f"{free / 1e9:.2f} GB free under {self.settings.scratch}"
+                )
             for item in inputs:
                 if self.over.is_set() or self.cancelled.is_set() or self.settings.shutdown.is_set():
                     break
@@ -227,21 +242,39 @@ class AttemptRun:
         return None
 
     def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", LOCUS_JOB_ID=str(self.claim.get("job_id", "")),
-                   LOCUS_ATTEMPT_ID=self.attempt_id)
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            LOCUS_JOB_ID=str(self.claim.get("job_id", "")),
+            LOCUS_ATTEMPT_ID=self.attempt_id,
+        )
+        for secret in SECRET_ENV:  # the job needs none of the agent's credentials
+            env.pop(secret, None)
         if self.settings.gpu_indices:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.settings.gpu_indices))
-        proc = subprocess.Popen(command, cwd=self.settings.code_root, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            # PCI order, so the ids mean the same cards as nvidia-smi's (the probe's) numbering.
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(device_ids(self.settings.gpu_indices))
+        proc = subprocess.Popen(
+            command,
+            cwd=self.settings.code_root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_parent_death_signal(),  # only prctl runs between fork and exec
+        )
         self._proc = proc
         self._started = time.monotonic()
         assert proc.stdout is not None and proc.stderr is not None
-        self._readers = [self._start_thread(self._read, "stdout", proc.stdout, True),
-                         self._start_thread(self._read, "stderr", proc.stderr, False)]
+        self._readers = [
+            self._start_thread(self._read, "stdout", proc.stdout, True),
+            self._start_thread(self._read, "stderr", proc.stderr, False),
+        ]
         return proc
 
     def _wait(self, proc: subprocess.Popen[bytes]) -> str | None:
-        """Wait for the child; stop it on timeout, cancel, 409 or shutdown. Returns what ended it (or None)."""
+        """Wait for the child; stop it on timeout, cancel, 409 or shutdown. Returns what ended it, if any."""
         timeout = self.spec.get("timeout_s")
         deadline = self._started + float(timeout) if timeout else None
         ended_by = None
@@ -271,13 +304,14 @@ class AttemptRun:
             if self._reap(proc, block=False):
                 return
             time.sleep(self.settings.poll_s)
-        log.warning("attempt %s: still running %.0f s after SIGTERM; SIGKILL", self.attempt_id,
-                    self.settings.grace_s)
+        log.warning(
+            "attempt %s: still running %.0f s after SIGTERM; SIGKILL", self.attempt_id, self.settings.grace_s
+        )
         _killpg(proc.pid, signal.SIGKILL)
         self._reap(proc, block=True)
 
     def _reap(self, proc: subprocess.Popen[bytes], block: bool) -> bool:
-        """wait4 rather than Popen.wait: it also gives the child's CPU time (children it waited for included)."""
+        """wait4 rather than Popen.wait: it also gives the child's CPU time (its waited-for children included)."""
         if proc.returncode is not None:
             return True
         pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
@@ -305,23 +339,50 @@ class AttemptRun:
             log.info("attempt %s: uploaded %s (%d bytes)", self.attempt_id, name, size)
         return uploaded
 
-    def _complete(self, exit_code: int | None, failure_class: str | None, reason: str, *,
-                  outputs: list[dict[str, Any]] | None = None, ended_by: str | None = None) -> Outcome:
-        gpus_used = min(int((self.spec.get("hardware") or {}).get("gpu") or 0), len(self.settings.gpu_indices))
-        result = {"exit_code": exit_code, "failure_class": failure_class, "reason": reason,
-                  "outputs": outputs or [], "cpu_seconds": round(self.cpu_seconds, 3),
-                  "gpu_seconds": round(self.wall_s * gpus_used, 3)}
-        outcome = Outcome(completed=True, exit_code=exit_code, failure_class=failure_class, reason=reason,
-                          outputs=outputs or [], ended_by=ended_by)
+    def _complete(
+        self,
+        exit_code: int | None,
+        failure_class: str | None,
+        reason: str,
+        *,
+        outputs: list[dict[str, Any]] | None = None,
+        ended_by: str | None = None,
+    ) -> Outcome:
+        gpus_used = min(
+            int((self.spec.get("hardware") or {}).get("gpu") or 0), len(self.settings.gpu_indices)
+        )
+        result = {
+            "exit_code": exit_code,
+            "failure_class": failure_class,
+            "reason": reason,
+            "outputs": outputs or [],
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "gpu_seconds": round(self.wall_s * gpus_used, 3),
+        }
+        outcome = Outcome(
+            completed=True,
+            exit_code=exit_code,
+            failure_class=failure_class,
+            reason=reason,
+            outputs=outputs or [],
+            ended_by=ended_by,
+        )
         self._stop.set()  # no heartbeat may race with (and outlive) complete
         try:
-            outcome.job_status = self.client.complete(self.attempt_id, self.fencing_token, result).get("job_status")
+            outcome.job_status = self.client.complete(self.attempt_id, self.fencing_token, result).get(
+                "job_status"
+            )
         except Conflict as exc:
             log.warning("attempt %s: complete refused, the attempt is over (%s)", self.attempt_id, exc)
-            return Outcome(completed=False, exit_code=exit_code, ended_by="conflict", reason="attempt is over")
+            return Outcome(
+                completed=False, exit_code=exit_code, ended_by="conflict", reason="attempt is over"
+            )
         except PortalError as exc:
-            log.error("attempt %s: complete failed (%s); the lease sweeper will recover the job",
-                      self.attempt_id, exc)
+            log.error(
+                "attempt %s: complete failed (%s); the lease sweeper will recover the job",
+                self.attempt_id,
+                exc,
+            )
             outcome.completed = False
         return outcome
 
@@ -362,12 +423,16 @@ class AttemptRun:
             return
         for start in range(0, len(text), LOG_CHUNK_CHARS):
             try:
-                self.client.append_log(self.attempt_id, self.fencing_token, text[start:start + LOG_CHUNK_CHARS])
+                self.client.append_log(
+                    self.attempt_id, self.fencing_token, text[start : start + LOG_CHUNK_CHARS]
+                )
             except Conflict:
                 self.over.set()
                 return
             except PortalError as exc:
-                log.warning("attempt %s: dropped %d chars of log (%s)", self.attempt_id, len(text) - start, exc)
+                log.warning(
+                    "attempt %s: dropped %d chars of log (%s)", self.attempt_id, len(text) - start, exc
+                )
                 return
 
     def _heartbeat_loop(self) -> None:
@@ -387,6 +452,31 @@ class AttemptRun:
                 self.cancelled.set()
             if answer.get("lease_s"):
                 interval = max(self.settings.min_heartbeat_s, float(answer["lease_s"]) / 3)
+
+
+def _parent_death_signal() -> Any:
+    """A pre-exec hook making the job die with the agent (Linux prctl PR_SET_PDEATHSIG), else None.
+
+    The job runs in its own session, so a SIGKILLed agent would otherwise leave it running as an orphan,
+    holding a GPU for an attempt nobody can complete any more (the portal requeues it when the lease ends).
+    libc is resolved here, before fork: the hook itself only calls one function.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the agent died between fork and prctl
+            os._exit(137)
+
+    return hook
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -20,10 +20,18 @@ from worker_fake_portal import FakePortal
 from workers.__main__ import main
 
 CODE_ROOT = Path(__file__).resolve().parents[2]
-SELFTEST = {"command": ["python", "-m", "algorithms.diagnostics", "selftest"], "timeout_s": 120,
-            "params": {"matrix_size": 16, "repeats": 1}, "hardware": {"gpu": 0, "cpu": 1, "memory_gb": 1}}
-STUBBORN = {"command": ["python", "tests/unit/worker_stubborn_job.py"], "timeout_s": 120,
-            "params": {"sleep_s": 60}, "hardware": {"gpu": 0, "cpu": 1, "memory_gb": 1}}
+SELFTEST = {
+    "command": ["python", "-m", "algorithms.diagnostics", "selftest"],
+    "timeout_s": 120,
+    "params": {"matrix_size": 16, "repeats": 1},
+    "hardware": {"gpu": 0, "cpu": 1, "memory_gb": 1},
+}
+STUBBORN = {
+    "command": ["python", "tests/unit/worker_stubborn_job.py"],
+    "timeout_s": 120,
+    "params": {"sleep_s": 60},
+    "hardware": {"gpu": 0, "cpu": 1, "memory_gb": 1},
+}
 
 
 @pytest.fixture
@@ -42,8 +50,22 @@ def no_gpu_probe(monkeypatch):
 @pytest.fixture
 def enrolled(portal, tmp_path) -> Path:
     config = tmp_path / "conf" / "worker.json"
-    assert main(["enroll", "--portal", portal.url, "--enrollment-token", "ENROLL-ME", "--name", "lab-pc",
-                 "--config", str(config)]) == 0
+    assert (
+        main(
+            [
+                "enroll",
+                "--portal",
+                portal.url,
+                "--enrollment-token",
+                "ENROLL-ME",
+                "--name",
+                "lab-pc",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
     return config
 
 
@@ -55,9 +77,25 @@ def agent_env(tmp_path: Path) -> dict[str, str]:
 
 def start_agent(tmp_path: Path, config: Path, *extra: str) -> subprocess.Popen:
     log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "workers", "start", "--config", str(config),
-                             "--scratch", str(tmp_path / "scratch"), "--grace", "2", *extra],
-                            cwd=CODE_ROOT, env=agent_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workers",
+            "start",
+            "--config",
+            str(config),
+            "--scratch",
+            str(tmp_path / "scratch"),
+            "--grace",
+            "2",
+            *extra,
+        ],
+        cwd=CODE_ROOT,
+        env=agent_env(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop_agent(proc: subprocess.Popen, tmp_path: Path) -> int:
@@ -74,10 +112,16 @@ def portal_side_celery(broker: Path) -> Celery:
     (broker / "processed").mkdir(parents=True, exist_ok=True)
     app = Celery("portal-double", broker="filesystem://")
     app.conf.update(
-        broker_transport_options={"data_folder_in": str(broker), "data_folder_out": str(broker),
-                                  "processed_folder": str(broker / "processed"), "store_processed": False},
+        broker_transport_options={
+            "data_folder_in": str(broker),
+            "data_folder_out": str(broker),
+            "processed_folder": str(broker / "processed"),
+            "store_processed": False,
+        },
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in ("cpu", "gpu.16")],
-        task_create_missing_queues=False, task_serializer="json", accept_content=["json"],
+        task_create_missing_queues=False,
+        task_serializer="json",
+        accept_content=["json"],
     )
     return app
 
@@ -98,15 +142,31 @@ def test_enrolling_twice_needs_force_and_a_spent_token_is_refused(portal, enroll
     assert "already exists" in err[0] and "bad_enrollment_token" in err[1]
 
 
-@pytest.mark.parametrize("argv, message", [
+BAD_INPUT = [
     (["start", "--config", "/nonexistent/worker.json"], "run `python -m workers enroll` first"),
     (["enroll", "--portal", "ftp://x", "--enrollment-token", "t"], "--portal must be an http(s) URL"),
     (["start", "--concurrency", "many"], "invalid int value"),
     (["frobnicate"], "invalid choice"),
-])
-def test_bad_input_exits_2_with_one_line_and_no_traceback(argv, message, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "workers", *argv], cwd=CODE_ROOT, capture_output=True,
-                         text=True, env=agent_env(tmp_path), timeout=60)
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT)
+def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUT[:1])
+def test_bad_input_from_the_shell_has_no_traceback(argv, message, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "workers", *argv],
+        cwd=CODE_ROOT,
+        capture_output=True,
+        text=True,
+        env=agent_env(tmp_path),
+        timeout=60,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in out.stderr
@@ -144,7 +204,7 @@ def test_broker_mode_runs_a_job_drops_a_duplicate_and_hands_back_on_sigterm(port
 
 
 def test_pull_mode_claims_by_long_poll_and_stops_on_sigterm(portal, enrolled, tmp_path):
-    job_id = portal.add_job(SELFTEST)
+    job_id = portal.add_job({**STUBBORN, "params": {"sleep_s": 0, "output": "report.json"}})
     agent = start_agent(tmp_path, enrolled, "--pull")
     try:
         portal.wait_for(lambda: portal.jobs[job_id].status == "succeeded", timeout=60)
@@ -156,3 +216,28 @@ def test_pull_mode_claims_by_long_poll_and_stops_on_sigterm(portal, enrolled, tm
     assert time.monotonic() - t0 < 25  # at most one long poll (20 s) to notice
     out = portal.attempt_of(job_id).completion["outputs"]
     assert [o["name"] for o in out] == ["report.json"]
+
+
+def test_a_killed_agent_takes_its_job_with_it(portal, enrolled, tmp_path):
+    job_id = portal.add_job(STUBBORN)
+    agent = start_agent(tmp_path, enrolled, "--pull")
+    try:
+        attempt = portal.wait_for(
+            lambda: (a := portal.attempt_of(job_id)) and "pid" in a.log and a, timeout=30
+        )
+        pid = json.loads(attempt.log.splitlines()[0])["pid"]
+        agent.kill()  # SIGKILL: no chance to stop the job itself
+        agent.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the job outlived its agent")
+    finally:
+        if agent.poll() is None:
+            agent.kill()

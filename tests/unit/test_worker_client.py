@@ -1,4 +1,4 @@
-"""The worker API client: auth and fencing headers, retries on 5xx/connection errors only, 409 as its own type."""
+"""The worker API client: auth and fencing headers, retries on 5xx/connection errors only, 409 distinct."""
 
 from __future__ import annotations
 
@@ -41,8 +41,13 @@ def test_persistent_5xx_gives_up_after_the_retries(portal, client):
 
 
 def test_400_is_not_retried_and_its_error_body_is_surfaced(portal, client):
-    body = {"error": {"code": "invalid", "message": "capabilities.gpus must be a list",
-                      "fields": {"capabilities.gpus": "not a list"}}}
+    body = {
+        "error": {
+            "code": "invalid",
+            "message": "capabilities.gpus must be a list",
+            "fields": {"capabilities.gpus": "not a list"},
+        }
+    }
     portal.fail_next("heartbeat$", (400, body))
     with pytest.raises(PortalError) as info:
         client.heartbeat({"gpus": 3})
@@ -70,8 +75,10 @@ def test_unknown_job_is_not_found(portal, client):
 def test_attempt_calls_carry_the_worker_token_and_the_fencing_token(portal, client):
     job_id = portal.add_job({"command": ["true"]})
     claim = client.claim(job_id)
-    assert client.attempt_heartbeat(claim["attempt_id"], claim["fencing_token"], {"progress": 0.5})["directive"] \
+    assert (
+        client.attempt_heartbeat(claim["attempt_id"], claim["fencing_token"], {"progress": 0.5})["directive"]
         == "continue"
+    )
     with pytest.raises(Conflict):
         client.append_log(claim["attempt_id"], "stale-token", "hello")
     assert portal.attempts[claim["attempt_id"]].log == ""  # a stale token changed nothing
@@ -86,12 +93,18 @@ def test_connection_refused_is_retried_then_reported_as_unavailable():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again below: nothing listens there
     sleeps: list[float] = []
-    client = WorkerClient(f"http://127.0.0.1:{port}", "t", timeout_s=2,
-                          backoff=Backoff(retries=3, base_s=0.5, cap_s=1.0, sleep=sleeps.append))
+    client = WorkerClient(
+        f"http://127.0.0.1:{port}",
+        "t",
+        timeout_s=2,
+        backoff=Backoff(retries=3, base_s=0.5, cap_s=1.0, sleep=sleeps.append),
+    )
     with pytest.raises(PortalUnavailable):
         client.heartbeat({})
     assert len(sleeps) == 3
-    assert all(0 <= s <= cap for s, cap in zip(sleeps, [0.5, 1.0, 1.0], strict=True))  # backoff, capped, jittered
+    assert all(
+        0 <= s <= cap for s, cap in zip(sleeps, [0.5, 1.0, 1.0], strict=True)
+    )  # backoff, capped, jittered
 
 
 def test_claim_next_long_polls_and_answers_none_on_204(portal, client):
@@ -101,7 +114,9 @@ def test_claim_next_long_polls_and_answers_none_on_204(portal, client):
 
 
 def test_fake_gpus_env_pretends_a_gpu(monkeypatch):
-    monkeypatch.setenv("LOCUS_FAKE_GPUS", '[{"name": "Fake A100", "memory_gb": 40, "compute_capability": "8.0"}]')
+    monkeypatch.setenv(
+        "LOCUS_FAKE_GPUS", '[{"name": "Fake A100", "memory_gb": 40, "compute_capability": "8.0"}]'
+    )
     caps = capabilities.probe()
     assert caps["gpus"] == [{"name": "Fake A100", "memory_gb": 40.0, "compute_capability": "8.0"}]
     assert caps["cpu_count"] >= 1 and caps["memory_gb"] > 0 and caps["python"] and caps["hostname"]
@@ -116,3 +131,24 @@ def test_nvidia_smi_lines_are_parsed_into_gb_and_compute_capability():
     gpu = capabilities._parse_smi_line("NVIDIA H100 80GB HBM3, 81559, 9.0")
     assert gpu == {"name": "NVIDIA H100 80GB HBM3", "memory_gb": 85.52, "compute_capability": "9.0"}
     assert capabilities._parse_smi_line("Tesla K80, 11441")["compute_capability"] is None
+
+
+def test_download_retries_a_5xx_and_returns_size_and_sha256(portal, client, tmp_path):
+    from worker_fake_portal import sha256
+
+    url = portal.add_file("frames.tif", b"\x00\x01" * 5000)
+    portal.fail_next("^/files/", 503)
+    size, digest = client.download(url, tmp_path / "frames.tif")
+    assert (size, digest) == (10000, sha256(b"\x00\x01" * 5000))
+    assert (tmp_path / "frames.tif").read_bytes() == b"\x00\x01" * 5000
+    assert len(portal.file_request_headers) == 2
+    assert not any("Authorization" in h for h in portal.file_request_headers)  # signed URLs: no worker token
+
+
+def test_gpu_slots_map_onto_the_cards_the_operator_lent(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert capabilities.device_ids([0, 1]) == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert capabilities.device_ids([1]) == ["3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert capabilities.visible_devices() == []

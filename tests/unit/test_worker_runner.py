@@ -20,9 +20,16 @@ STUBBORN = ["python", "tests/unit/worker_stubborn_job.py"]
 def spec(command: list[str] = SELFTEST, timeout_s: float = 120, **params: object) -> dict:
     if command is SELFTEST:
         params = {"matrix_size": 16, "repeats": 1, **params}
-    return {"application": "diagnostics", "version": "1.0", "entrypoint": "selftest", "command": command,
-            "params": params, "timeout_s": timeout_s, "code_version": "test",
-            "hardware": {"gpu": 0, "gpu_memory_gb": 0, "cpu": 1, "memory_gb": 1}}
+    return {
+        "application": "diagnostics",
+        "version": "1.0",
+        "entrypoint": "selftest",
+        "command": command,
+        "params": params,
+        "timeout_s": timeout_s,
+        "code_version": "test",
+        "hardware": {"gpu": 0, "gpu_memory_gb": 0, "cpu": 1, "memory_gb": 1},
+    }
 
 
 @pytest.fixture
@@ -51,8 +58,15 @@ def run(portal: FakePortal, client: WorkerClient, settings: RunnerSettings, job_
 
 def test_success_uploads_outputs_whose_sha256_matches_and_cleans_scratch(portal, client, settings):
     data = b"calibration bytes" * 100
-    inputs = [{"slot": "calibration", "name": "cal.mat", "size": len(data), "sha256": sha256(data),
-               "url": portal.add_file("cal.mat", data)}]
+    inputs = [
+        {
+            "slot": "calibration",
+            "name": "cal.mat",
+            "size": len(data),
+            "sha256": sha256(data),
+            "url": portal.add_file("cal.mat", data),
+        }
+    ]
     job_id, claim, runner = run(portal, client, settings, spec(), inputs)
 
     outcome = runner.run()
@@ -116,7 +130,9 @@ def test_timeout_of_a_job_that_honours_sigterm_does_not_wait_for_the_grace(porta
 
 
 def test_cancel_directive_stops_the_job_within_the_grace_and_sends_no_complete(portal, client, settings):
-    settings.log_interval_s = 60  # a log call after cancel would get 409 first; this test is about the directive
+    settings.log_interval_s = (
+        60  # a log call after cancel would get 409 first; this test is about the directive
+    )
     job_id, claim, runner = run(portal, client, settings, spec(duration_s=60))
     attempt = portal.attempts[claim["attempt_id"]]
 
@@ -160,8 +176,15 @@ def test_409_on_heartbeat_kills_the_job_and_uploads_nothing(portal, client, sett
 
 def test_sha256_mismatch_on_download_is_an_infrastructure_failure_and_runs_nothing(portal, client, settings):
     data = b"frames"
-    inputs = [{"slot": "frames", "name": "movie.tif", "size": len(data), "sha256": sha256(b"other"),
-               "url": portal.add_file("movie.tif", data)}]
+    inputs = [
+        {
+            "slot": "frames",
+            "name": "movie.tif",
+            "size": len(data),
+            "sha256": sha256(b"other"),
+            "url": portal.add_file("movie.tif", data),
+        }
+    ]
     job_id, claim, runner = run(portal, client, settings, spec(), inputs)
     outcome = runner.run()
     done = portal.attempts[claim["attempt_id"]].completion
@@ -171,10 +194,26 @@ def test_sha256_mismatch_on_download_is_an_infrastructure_failure_and_runs_nothi
     assert portal.jobs[job_id].status == "queued"  # the portal retries infrastructure failures
 
 
+def test_inputs_larger_than_the_free_disk_are_an_infrastructure_failure(portal, client, settings):
+    inputs = [{"slot": "frames", "name": "huge.tif", "size": 10**18, "sha256": "0" * 64, "url": "/files/x"}]
+    _, claim, runner = run(portal, client, settings, spec(), inputs)
+    runner.run()
+    done = portal.attempts[claim["attempt_id"]].completion
+    assert done["failure_class"] == "infrastructure" and done["reason"].startswith("disk full")
+    assert portal.count("GET", "^/files/") == 0  # nothing downloaded
+
+
 def test_input_names_cannot_escape_the_scratch_dir(portal, client, settings, tmp_path):
     data = b"x"
-    inputs = [{"slot": "../..", "name": "../../evil", "size": 1, "sha256": sha256(data),
-               "url": portal.add_file("evil", data)}]
+    inputs = [
+        {
+            "slot": "../..",
+            "name": "../../evil",
+            "size": 1,
+            "sha256": sha256(data),
+            "url": portal.add_file("evil", data),
+        }
+    ]
     _, claim, runner = run(portal, client, settings, spec(), inputs)
     runner.run()
     assert portal.attempts[claim["attempt_id"]].completion["failure_class"] == "infrastructure"
@@ -183,7 +222,7 @@ def test_input_names_cannot_escape_the_scratch_dir(portal, client, settings, tmp
 
 def test_failed_upload_is_an_infrastructure_failure(portal, client, settings):
     portal.fail_next(r"^/uploads/", 403)
-    _, claim, runner = run(portal, client, settings, spec())
+    _, claim, runner = run(portal, client, settings, spec(STUBBORN, sleep_s=0, output="result.txt"))
     runner.run()
     done = portal.attempts[claim["attempt_id"]].completion
     assert done["failure_class"] == "infrastructure" and done["reason"].startswith("upload failed")
@@ -198,7 +237,8 @@ def test_symlinks_in_outputs_are_not_uploaded(portal, client, settings, tmp_path
         "p = argparse.ArgumentParser(); p.add_argument('--inputs'); p.add_argument('--outputs');"
         " p.add_argument('--params'); a = p.parse_args()\n"
         f"os.symlink({str(secret)!r}, os.path.join(a.outputs, 'leak.txt'))\n"
-        "open(os.path.join(a.outputs, 'ok.txt'), 'w').write('fine')\n")
+        "open(os.path.join(a.outputs, 'ok.txt'), 'w').write('fine')\n"
+    )
     _, claim, runner = run(portal, client, settings, spec(["python", str(script)]))
     runner.run()
     done = portal.attempts[claim["attempt_id"]].completion
@@ -222,21 +262,42 @@ def test_shutdown_stops_the_job_and_hands_it_back_as_infrastructure(portal, clie
     assert portal.jobs[job_id].status == "queued"
 
 
-def test_scratch_dir_is_the_attempt_id_and_holds_params_json(portal, client, settings, tmp_path):
+def test_scratch_dir_is_the_attempt_id_and_holds_params_json(portal, client, settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://user:secret@broker:6379/0")
     script = tmp_path / "job.py"
     script.write_text(
         "import argparse, json, os, sys\n"
         "p = argparse.ArgumentParser(); p.add_argument('--inputs'); p.add_argument('--outputs');"
         " p.add_argument('--params'); a = p.parse_args()\n"
         "print(json.dumps({'cwd': os.getcwd(), 'params': json.load(open(a.params)), 'inputs': a.inputs,"
-        " 'exe': sys.executable, 'pgid_is_pid': os.getpgid(0) == os.getpid()}))\n")
+        " 'broker': os.environ.get('CELERY_BROKER_URL'),"
+        " 'exe': sys.executable, 'pgid_is_pid': os.getpgid(0) == os.getpid()}))\n"
+    )
     _, claim, runner = run(portal, client, settings, spec(["python", str(script)], alpha=1))
     runner.run()
     seen = json.loads(portal.attempts[claim["attempt_id"]].log.splitlines()[0])
     assert seen["params"] == {"alpha": 1}
+    assert seen["broker"] is None  # the agent's broker password is not the job's business
     assert Path(seen["inputs"]) == settings.scratch / claim["attempt_id"] / "inputs"
     assert Path(seen["cwd"]) == Path(__file__).resolve().parents[2]  # the code root
     assert seen["pgid_is_pid"] is True  # its own process group, so signals reach all it starts
     import sys
 
     assert seen["exe"] == sys.executable
+
+
+def test_a_gpu_job_gets_its_own_card_and_reports_gpu_seconds(portal, client, settings, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, time\n"
+        "print('CUDA_VISIBLE_DEVICES=' + os.environ.get('CUDA_VISIBLE_DEVICES', ''), flush=True)\n"
+        "time.sleep(0.5)\n"
+    )
+    settings.gpu_indices = [1]
+    job = spec(["python", str(script)])
+    job["hardware"] = {"gpu": 1, "gpu_memory_gb": 16, "cpu": 1, "memory_gb": 1}
+    _, claim, runner = run(portal, client, settings, job)
+    runner.run()
+    attempt = portal.attempts[claim["attempt_id"]]
+    assert "CUDA_VISIBLE_DEVICES=1" in attempt.log
+    assert 0.5 <= attempt.completion["gpu_seconds"] < 5

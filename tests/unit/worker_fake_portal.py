@@ -57,6 +57,7 @@ class FakePortal:
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, int]] = []
+        self.file_request_headers: list[dict[str, str]] = []
         self.inject: dict[str, list[tuple[int, dict[str, Any] | None]]] = defaultdict(list)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -133,21 +134,33 @@ class FakePortal:
         self.attempts[attempt.attempt_id] = attempt
         job.status = "running"
         job.attempts.append(attempt.attempt_id)
-        return {"job_id": job.job_id, "attempt_id": attempt.attempt_id, "attempt": len(job.attempts),
-                "fencing_token": attempt.fencing_token, "lease_s": self.lease_s,
-                "lease_expires_at": "2026-01-01T00:00:00Z", "spec": job.spec, "inputs": job.inputs}
+        return {
+            "job_id": job.job_id,
+            "attempt_id": attempt.attempt_id,
+            "attempt": len(job.attempts),
+            "fencing_token": attempt.fencing_token,
+            "lease_s": self.lease_s,
+            "lease_expires_at": "2026-01-01T00:00:00Z",
+            "spec": job.spec,
+            "inputs": job.inputs,
+        }
 
     def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any]:
+        if path.startswith(("/files/", "/uploads/")):
+            self.file_request_headers.append(dict(headers))
         for regex, answers in self.inject.items():
             if answers and re.search(regex, path):
                 status, payload = answers.pop(0)
-                return status, payload or {"error": {"code": "injected", "message": f"injected {status}",
-                                                     "fields": {}}}
+                return status, payload or {
+                    "error": {"code": "injected", "message": f"injected {status}", "fields": {}}
+                }
         if method == "GET" and path.startswith("/files/"):
-            data = self.files.get(path[len("/files/"):])
-            return (200, data) if data is not None else (404, {"error": {"code": "not_found", "message": "no"}})
+            data = self.files.get(path[len("/files/") :])
+            return (
+                (200, data) if data is not None else (404, {"error": {"code": "not_found", "message": "no"}})
+            )
         if method == "PUT" and path.startswith("/uploads/"):
-            key = path[len("/uploads/"):]
+            key = path[len("/uploads/") :]
             for attempt in self.attempts.values():
                 if key in attempt.targets:
                     self.uploads[key] = body
@@ -159,7 +172,7 @@ class FakePortal:
             data = json.loads(body or b"{}")
         except ValueError:
             return 400, {"error": {"code": "malformed", "message": "body is not JSON"}}
-        route = path[len(PREFIX):]
+        route = path[len(PREFIX) :]
         if route == "enroll":
             if data.get("enrollment_token") not in self.enrollment_tokens:
                 return 403, {"error": {"code": "bad_enrollment_token", "message": "unknown or spent token"}}
@@ -178,8 +191,13 @@ class FakePortal:
             if job is None:
                 return 404, {"error": {"code": "not_found", "message": "no such job"}}
             if job.status != "queued":
-                return 409, {"error": {"code": "not_queued", "message": f"job is {job.status}",
-                                       "fields": {"status": job.status}}}
+                return 409, {
+                    "error": {
+                        "code": "not_queued",
+                        "message": f"job is {job.status}",
+                        "fields": {"status": job.status},
+                    }
+                }
             return 200, self._claim(job, worker_id)
         if route == "claim-next":
             deadline = time.monotonic() + float(data.get("wait_s", 0))
@@ -199,8 +217,13 @@ class FakePortal:
         if verb == "heartbeat" and attempt.status == "cancelled":
             return 200, {"directive": "cancel", "lease_expires_at": "x", "lease_s": self.lease_s}
         if attempt.status != "running":
-            return 409, {"error": {"code": "attempt_over", "message": f"attempt is {attempt.status}",
-                                   "fields": {"status": attempt.status}}}
+            return 409, {
+                "error": {
+                    "code": "attempt_over",
+                    "message": f"attempt is {attempt.status}",
+                    "fields": {"status": attempt.status},
+                }
+            }
         if verb == "heartbeat":
             attempt.heartbeats.append(data.get("progress"))
             return 200, {"directive": "continue", "lease_expires_at": "x", "lease_s": self.lease_s}
@@ -210,13 +233,19 @@ class FakePortal:
         if verb == "outputs":
             key = f"{attempt.attempt_id}/{data['name']}"
             attempt.targets[key] = data
-            return 201, {"key": key, "url": f"/uploads/{key}", "method": "PUT",
-                         "headers": {"Content-Type": "application/octet-stream"}}
+            return 201, {
+                "key": key,
+                "url": f"/uploads/{key}",
+                "method": "PUT",
+                "headers": {"Content-Type": "application/octet-stream"},
+            }
         attempt.completion = data
         ok = data.get("failure_class") is None and data.get("exit_code") == 0
         attempt.status = "succeeded" if ok else "failed"
         job = self.jobs[attempt.job_id]
-        job.status = "succeeded" if ok else ("queued" if data.get("failure_class") == "infrastructure" else "failed")
+        job.status = (
+            "succeeded" if ok else ("queued" if data.get("failure_class") == "infrastructure" else "failed")
+        )
         return 200, {"job_status": job.status}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -236,8 +265,11 @@ class FakePortal:
                     status, payload = portal.handle(self.command, path, self.headers, body)
                     portal.requests.append((self.command, path, status))
                     portal.changed.notify_all()
-                raw = payload if isinstance(payload, bytes) else (b"" if payload is None else
-                                                                  json.dumps(payload).encode())
+                raw = (
+                    payload
+                    if isinstance(payload, bytes)
+                    else (b"" if payload is None else json.dumps(payload).encode())
+                )
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(raw)))
                 if not isinstance(payload, bytes):

@@ -1,5 +1,5 @@
-"""A job for the agent's tests: prints its pid and progress, then sleeps; with `ignore_sigterm` it survives
-SIGTERM, so only SIGKILL can stop it (the agent's kill path)."""
+"""A quick job for the agent's tests: prints its pid and progress, sleeps `sleep_s`, writes `output` if asked;
+with `ignore_sigterm` it survives SIGTERM, so only SIGKILL can stop it (the agent's kill path)."""
 
 import argparse
 import json
@@ -28,4 +28,7 @@ print(json.dumps({"progress": 0.1, "stage": "sleep", "pid": os.getpid()}), flush
 deadline = time.monotonic() + float(params.get("sleep_s", 60))
 while time.monotonic() < deadline:
     time.sleep(0.05)
+if params.get("output"):
+    with open(os.path.join(args.outputs, params["output"]), "w") as fh:
+        fh.write("result\n")
 print(json.dumps({"progress": 1.0, "stage": "done"}), flush=True)
