@@ -184,10 +184,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
 if CELERY_BROKER_URL.startswith("filesystem"):
     # Sender and consumers share one folder; a message leaves it when fetched (design §7).
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
-        data_folder_in=str(BROKER_DIR / "queue"), data_folder_out=str(BROKER_DIR / "queue"),
+        data_folder_in=str(BROKER_DIR), data_folder_out=str(BROKER_DIR),
         processed_folder=str(BROKER_DIR / "processed"), store_processed=False,
     )
-    (BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
     (BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"

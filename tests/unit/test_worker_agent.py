@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from kombu import Exchange, Queue
-from worker_fake_portal import FakePortal
 
+from tests.unit.worker_fake_portal import FakePortal
 from workers.__main__ import main
 
 CODE_ROOT = Path(__file__).resolve().parents[2]

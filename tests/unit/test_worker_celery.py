@@ -6,8 +6,8 @@ import threading
 
 import pytest
 from celery.exceptions import Reject
-from worker_fake_portal import FakePortal
 
+from tests.unit.worker_fake_portal import FakePortal
 from workers import celery_app
 from workers.agent import GpuSlots
 from workers.client import Backoff, WorkerClient

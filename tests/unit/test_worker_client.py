@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-from worker_fake_portal import FakePortal
 
+from tests.unit.worker_fake_portal import FakePortal
 from workers import capabilities
 from workers.client import Backoff, Conflict, NotFound, PortalError, PortalUnavailable, WorkerClient
 

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from worker_fake_portal import FakePortal, sha256
 
+from tests.unit.worker_fake_portal import FakePortal, sha256
 from workers.client import Backoff, WorkerClient
 from workers.runner import AttemptRun, RunnerSettings
 
