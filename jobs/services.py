@@ -107,14 +107,25 @@ def start_presigned_upload(dataset: Dataset, name: str, size: int, sha256: str) 
     key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
     file = File.objects.create(owner=dataset.owner, dataset=dataset, name=storage.sanitise_name(name), key=key,
                                size=size, sha256=sha256.lower(), status=File.Status.PENDING)
-    target = storage.upload_target(key, scope={"file": str(file.pk)}, size=size, sha256=sha256)
-    return file, target
+    if size > storage.MULTIPART_PART_BYTES:
+        return file, storage.start_multipart(key, size)
+    return file, storage.upload_target(key, scope={"file": str(file.pk)}, size=size, sha256=sha256)
 
 
-def finish_presigned_upload(file: File) -> File:
-    """Verify what arrived in the bucket (size + sha256) before the file can be used; else delete it."""
+def finish_presigned_upload(file: File, multipart: dict[str, Any] | None = None) -> File:
+    """Verify what arrived in the bucket (size + sha256) before the file can be used; else delete it.
+
+    For a multipart upload, `multipart` is `{"upload_id", "parts": [{"part_number", "etag"}]}`.
+    """
     if file.status == File.Status.READY:
         return file
+    if multipart:
+        if not isinstance(multipart, dict) or not isinstance(multipart.get("parts"), list):
+            raise InvalidInput({"multipart": "expected {upload_id, parts: [{part_number, etag}]}"})
+        try:
+            storage.finish_multipart(file.key, str(multipart.get("upload_id")), multipart["parts"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput({"multipart": f"S3 refused to assemble the parts: {exc}"}) from None
     try:
         size, sha = storage.checksum(file.key)
     except (FileNotFoundError, OSError):

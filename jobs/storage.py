@@ -132,3 +132,38 @@ def upload_target(key: str, *, scope: dict[str, Any], size: int, sha256: str) ->
     token = sign({"op": "put", "key": key, "size": size, "sha256": sha256, **scope})
     return {"key": key, "url": settings.PUBLIC_URL + reverse("transfer", args=[token]), "method": "PUT",
             "headers": {"Content-Type": "application/octet-stream"}}
+
+
+# --- S3 multipart (large browser/client uploads) -----------------------------------------------------------
+
+MULTIPART_PART_BYTES = 64 * 1024 * 1024  # S3 allows 5 MiB..5 GiB per part and at most 10 000 parts
+
+
+def multipart_plan(size: int) -> tuple[int, int]:
+    """Parts needed for `size` bytes: 64 MiB parts, more per part for files beyond 640 GB."""
+    part = max(MULTIPART_PART_BYTES, -(-size // 10_000))
+    return max(1, -(-size // part)), part
+
+
+def start_multipart(key: str, size: int) -> dict[str, Any]:
+    """Begin an S3 multipart upload and presign one PUT per part."""
+    client = _s3_client()
+    bucket = settings.AWS_STORAGE_BUCKET_NAME
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    count, part_bytes = multipart_plan(size)
+    parts = [{"part_number": n, "url": client.generate_presigned_url(
+        "upload_part", Params={"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": n},
+        ExpiresIn=settings.LOCUS_URL_TTL_SECONDS, HttpMethod="PUT")} for n in range(1, count + 1)]
+    return {"key": key, "upload_id": upload_id, "part_bytes": part_bytes, "parts": parts, "method": "PUT"}
+
+
+def finish_multipart(key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+    """Assemble the parts (ETags as S3 returned them); raises ValueError when S3 refuses."""
+    client = _s3_client()
+    try:
+        client.complete_multipart_upload(
+            Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": int(p["part_number"]), "ETag": str(p["etag"])}
+                                       for p in sorted(parts, key=lambda p: int(p["part_number"]))]})
+    except Exception as exc:  # noqa: BLE001 - botocore ClientError: wrong ETag, missing part, ...
+        raise ValueError(str(exc)) from None

@@ -3,12 +3,14 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from jobs.api import user, worker
+from jobs.api import fleet, user, worker
 
 router = DefaultRouter(trailing_slash=True)
 router.register("datasets", user.DatasetViewSet, basename="dataset")
 router.register("files", user.FileViewSet, basename="file")
 router.register("jobs", user.JobViewSet, basename="job")
+router.register("workers", fleet.WorkerViewSet, basename="worker")
+router.register("enrollment-tokens", fleet.EnrollmentTokenViewSet, basename="enrollment-token")
 
 worker_urls = [
     path("worker/enroll", worker.EnrollView.as_view(), name="worker-enroll"),

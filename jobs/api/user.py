@@ -98,8 +98,12 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(request=None, responses={200: FileSerializer})
     @action(detail=True, methods=["post"])
     def complete(self, request, pk=None):
-        """Finish a presigned upload: the portal checks size and sha256 of what reached the bucket."""
-        return Response(FileSerializer(services.finish_presigned_upload(self.get_object())).data)
+        """Finish a presigned upload: the portal checks size and sha256 of what reached the bucket.
+
+        Multipart uploads send `{"multipart": {"upload_id", "parts": [{"part_number", "etag"}]}}`.
+        """
+        multipart = request.data.get("multipart") if isinstance(request.data, dict) else None
+        return Response(FileSerializer(services.finish_presigned_upload(self.get_object(), multipart)).data)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"])

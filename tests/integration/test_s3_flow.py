@@ -88,3 +88,28 @@ def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent):
     assert copy.content == data
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="users/")["Contents"]]
     assert any(k.endswith("/attempt-1/copy-movie.tif") for k in keys)
+
+
+def test_large_upload_goes_in_presigned_parts_and_is_verified(user_session, s3, monkeypatch):
+    from jobs import storage
+
+    monkeypatch.setattr(storage, "MULTIPART_PART_BYTES", 5 * 1024 * 1024)  # S3's smallest part
+    dataset = user_session.post(f"{user_session.base}/datasets/", json={"name": "big"}, timeout=10).json()
+    data = bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MiB → 3 parts of 5 MiB
+    response = user_session.post(f"{user_session.base}/datasets/{dataset['id']}/presigned-uploads/", json={
+        "name": "big.tif", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, timeout=10)
+    upload = response.json()["upload"]
+    assert len(upload["parts"]) == 3 and upload["part_bytes"] == 5 * 1024 * 1024
+    etags = []
+    for part in upload["parts"]:
+        start = (part["part_number"] - 1) * upload["part_bytes"]
+        put = requests.put(part["url"], data=data[start:start + upload["part_bytes"]], timeout=30)
+        etags.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
+    file_id = response.json()["file"]["id"]
+    wrong = user_session.post(f"{user_session.base}/files/{file_id}/complete/", json={
+        "multipart": {"upload_id": upload["upload_id"], "parts": [{"part_number": 1, "etag": '"nope"'}]}}, timeout=10)
+    assert wrong.status_code == 400
+    done = user_session.post(f"{user_session.base}/files/{file_id}/complete/", json={
+        "multipart": {"upload_id": upload["upload_id"], "parts": etags}}, timeout=30)
+    assert done.status_code == 200 and done.json()["status"] == "ready", done.text
+    assert s3.get_object(Bucket=BUCKET, Key=upload["key"])["Body"].read() == data
