@@ -134,7 +134,7 @@ def test_nvidia_smi_lines_are_parsed_into_gb_and_compute_capability():
 
 
 def test_download_retries_a_5xx_and_returns_size_and_sha256(portal, client, tmp_path):
-    from worker_fake_portal import sha256
+    from tests.unit.worker_fake_portal import sha256
 
     url = portal.add_file("frames.tif", b"\x00\x01" * 5000)
     portal.fail_next("^/files/", 503)
