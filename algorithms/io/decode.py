@@ -1,0 +1,163 @@
+"""DECODE EmitterSet files (`EmitterSet.save` to .h5, DECODE 0.10).
+
+Layout::
+
+    /data/xyz (N, 3)  /data/xyz_sig (N, 3)  /data/xyz_cr (N, 3)   positions, 1-s.d. errors, CRLB (variance)
+    /data/phot, phot_sig, phot_cr, bg, bg_sig, bg_cr, prob, frame_ix, id, [code]
+    /meta   attrs xy_unit ('px' | 'nm'), px_size [px_size_x, px_size_y] (nm)
+    /decode attrs version
+
+An empty optional field is stored as an HDF5 null dataset (shape None) and is skipped.
+
+**Axes.** DECODE's x is the *first* image axis (rows of the frame array) and y the second (columns);
+`px_size[0]` applies to x, `px_size[1]` to y. Our tables have x along columns, so DECODE's x becomes our
+`y` and DECODE's y our `x`. In px units pixel centres are at integer coordinates, as ours.
+`z` (and its sigma / CRLB) is in nm whatever `xy_unit` says. `frame_ix` is 0-based.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from algorithms.io._common import bad, need_px_size
+from algorithms.io.table import LocTable
+
+SUFFIXES = (".h5", ".hdf5")
+EXTRA_GROUP = "locus_extra"
+FILLER_ATTR = "locus_filler_columns"
+_SCALARS = {  # DECODE field -> canonical column
+    "phot": "photons", "phot_sig": "photons_sigma", "phot_cr": "photons_crlb",
+    "bg": "bg", "bg_sig": "bg_sigma", "bg_cr": "bg_crlb",
+    "prob": "prob", "frame_ix": "frame", "id": "id", "code": "channel",
+}
+_UNITS = {"photons_crlb": "photons^2", "bg_crlb": "(photons/px)^2",
+          "crlb_x": "nm^2", "crlb_y": "nm^2", "crlb_z": "nm^2"}
+# (DECODE column index, canonical name for xyz, _sig, _cr); DECODE x (rows) is our y.
+_AXES = ((0, "y", "sigma_y", "crlb_y"), (1, "x", "sigma_x", "crlb_x"), (2, "z", "sigma_z", "crlb_z"))
+
+
+def sniff(h5: h5py.File) -> bool:
+    return "data" in h5 and isinstance(h5["data"], h5py.Group) and "xyz" in h5["data"] and "meta" in h5
+
+
+def _decode_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read(path: Path, px_size_nm: float | None = None) -> LocTable:
+    with h5py.File(path, "r") as h5:
+        if not sniff(h5):
+            raise bad(path, "not a DECODE EmitterSet file (no /data/xyz and /meta)")
+        data = h5["data"]
+        fields = {name: data[name][()] for name in data if data[name].shape is not None}
+        xy_unit = _decode_str(h5["meta"].attrs.get("xy_unit", "")) or None
+        stored_px = h5["meta"].attrs.get("px_size")
+        version = _decode_str(h5["decode"].attrs.get("version", "")) if "decode" in h5 else ""
+        fillers = str(h5.attrs.get(FILLER_ATTR, "")).split(",")
+        extra = {name: (h5[EXTRA_GROUP][name][()], str(h5[EXTRA_GROUP][name].attrs.get("unit", "")))
+                 for name in h5[EXTRA_GROUP]} if EXTRA_GROUP in h5 else {}
+    xyz = np.asarray(fields.pop("xyz"), dtype=np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise bad(path, f"/data/xyz must be (N, 3), found {xyz.shape}")
+    if "frame_ix" not in fields:
+        raise bad(path, "DECODE file lacks /data/frame_ix")
+    if px_size_nm is not None:
+        px = np.array([float(px_size_nm)] * 2)
+    elif stored_px is not None and np.size(stored_px) in (1, 2):
+        px = np.broadcast_to(np.asarray(stored_px, dtype=np.float64).ravel(), (2,)).copy()
+    else:
+        px = None
+    if xy_unit not in ("px", "nm"):
+        raise bad(path, f"unknown xy_unit {xy_unit!r} (expected 'px' or 'nm')")
+    if xy_unit == "px":
+        need_px_size(path, None if px is None else float(px[0]), "DECODE positions are in pixels")
+        scale = np.array([px[0], px[1], 1.0])
+    else:
+        scale = np.ones(3)
+    columns: dict[str, np.ndarray] = {}
+    for idx, name, sig_name, cr_name in _AXES:
+        columns[name] = xyz[:, idx] * scale[idx]
+        if "xyz_sig" in fields:
+            columns[sig_name] = np.asarray(fields["xyz_sig"], dtype=np.float64)[:, idx] * scale[idx]
+        if "xyz_cr" in fields:
+            columns[cr_name] = np.asarray(fields["xyz_cr"], dtype=np.float64)[:, idx] * scale[idx] ** 2
+    for field, canon in _SCALARS.items():
+        if field in fields:
+            columns[canon] = np.asarray(fields[field])
+    for name in fillers:
+        columns.pop(name, None)
+    units = dict(_UNITS)
+    for name, (values, unit) in extra.items():
+        columns[name] = np.asarray(values)
+        units[name] = unit
+    meta: dict[str, Any] = {"source_format": "decode", "decode_version": version, "decode_xy_unit": xy_unit,
+                            "units": units}
+    if px is not None:
+        meta["px_size_nm"] = float(px[1])  # along our x (columns)
+        meta["px_size_xy_nm"] = [float(px[1]), float(px[0])]  # (along columns, along rows)
+    return LocTable(columns, meta)
+
+
+def write(table: LocTable, path: Path, px_size_nm: float | None = None) -> list[Path]:
+    """Write a DECODE EmitterSet file; in px when a pixel size is known (DECODE's usual), else in nm."""
+    pair = table.meta.get("px_size_xy_nm")
+    if px_size_nm is not None:
+        pair = [float(px_size_nm)] * 2
+    elif pair is None and table.meta.get("px_size_nm"):
+        pair = [float(table.meta["px_size_nm"])] * 2
+    n = len(table)
+    # DECODE order is (x=rows, y=columns); pair is (along columns, along rows).
+    scale = np.array([pair[1], pair[0], 1.0]) if pair else np.ones(3)
+
+    def stack(names: tuple[str, str, str], power: int) -> np.ndarray | None:
+        if not any(name in table for name in names):
+            return None
+        out = np.full((n, 3), np.nan, dtype=np.float32)
+        for i, name in enumerate(names):
+            if name in table:
+                out[:, i] = table[name] / scale[i] ** power
+        return out
+
+    data: dict[str, np.ndarray | None] = {
+        "xyz": stack(("y", "x", "z"), 1), "xyz_sig": stack(("sigma_y", "sigma_x", "sigma_z"), 1),
+        "xyz_cr": stack(("crlb_y", "crlb_x", "crlb_z"), 2),
+    }
+    fillers = []  # columns DECODE requires that the table lacks; the reader drops them again
+    if "z" not in table:
+        data["xyz"][:, 2] = 0.0  # DECODE always has a z column; 2D data sit in focus
+        fillers.append("z")
+    if data["xyz_sig"] is not None and "sigma_z" not in table:
+        fillers.append("sigma_z")
+    for field, canon in _SCALARS.items():
+        data[field] = np.asarray(table[canon]) if canon in table else None
+    if data["code"] is None:
+        del data["code"]  # optional in DECODE: leave it out rather than write an empty one
+    if data["id"] is None:
+        data["id"] = np.full(n, -1, dtype=np.int64)  # DECODE's "no id"
+        fillers.append("id")
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("data")
+        for name, values in data.items():
+            if values is None:
+                group.create_dataset(name, data=h5py.Empty("f4"))
+            else:
+                group.create_dataset(name, data=values)
+        meta = h5.create_group("meta")
+        meta.attrs["xy_unit"] = "px" if pair else "nm"
+        if pair:
+            meta.attrs["px_size"] = np.array([pair[1], pair[0]], dtype=np.float32)
+        h5.create_group("decode").attrs["version"] = "0.10.0"
+        if fillers:
+            h5.attrs[FILLER_ATTR] = ",".join(fillers)
+        # Columns DECODE has no field for: a group DECODE's loader does not read, so nothing is lost.
+        known = {"x", "y", "z", "sigma_x", "sigma_y", "sigma_z", "crlb_x", "crlb_y", "crlb_z", *_SCALARS.values()}
+        extra = [name for name in table.columns if name not in known]
+        if extra:
+            group = h5.create_group(EXTRA_GROUP)
+            for name in extra:
+                group.create_dataset(name, data=table[name]).attrs["unit"] = table.unit(name)
+    return [path]
