@@ -40,6 +40,13 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def extra_units(table: Any) -> dict[str, str]:
+    """Units of the non-canonical columns, for formats that have nowhere else to keep them."""
+    from algorithms.io.table import UNITS
+
+    return {name: table.unit(name) for name in table.columns if name not in UNITS and table.unit(name)}
+
+
 def image_size_px(meta: dict[str, Any], x_px: np.ndarray, y_px: np.ndarray) -> tuple[int, int]:
     """(width, height) in camera pixels: from metadata when known, else the smallest box holding the data."""
     width, height = meta.get("width_px"), meta.get("height_px")

@@ -17,18 +17,20 @@ An empty optional field is stored as an HDF5 null dataset (shape None) and is sk
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from algorithms.io._common import bad, need_px_size
+from algorithms.io._common import bad, extra_units, need_px_size
 from algorithms.io.table import LocTable
 
 SUFFIXES = (".h5", ".hdf5")
 EXTRA_GROUP = "locus_extra"
 FILLER_ATTR = "locus_filler_columns"
+UNITS_ATTR = "locus_units"
 _SCALARS = {  # DECODE field -> canonical column
     "phot": "photons", "phot_sig": "photons_sigma", "phot_cr": "photons_crlb",
     "bg": "bg", "bg_sig": "bg_sigma", "bg_cr": "bg_crlb",
@@ -58,6 +60,7 @@ def read(path: Path, px_size_nm: float | None = None) -> LocTable:
         stored_px = h5["meta"].attrs.get("px_size")
         version = _decode_str(h5["decode"].attrs.get("version", "")) if "decode" in h5 else ""
         fillers = str(h5.attrs.get(FILLER_ATTR, "")).split(",")
+        stored_units = json.loads(h5.attrs.get(UNITS_ATTR, "{}"))
         extra = {name: (h5[EXTRA_GROUP][name][()], str(h5[EXTRA_GROUP][name].attrs.get("unit", "")))
                  for name in h5[EXTRA_GROUP]} if EXTRA_GROUP in h5 else {}
     xyz = np.asarray(fields.pop("xyz"), dtype=np.float64)
@@ -91,6 +94,7 @@ def read(path: Path, px_size_nm: float | None = None) -> LocTable:
     for name in fillers:
         columns.pop(name, None)
     units = dict(_UNITS)
+    units.update({k: str(v) for k, v in stored_units.items() if k in columns})
     for name, (values, unit) in extra.items():
         columns[name] = np.asarray(values)
         units[name] = unit
@@ -153,6 +157,7 @@ def write(table: LocTable, path: Path, px_size_nm: float | None = None) -> list[
         h5.create_group("decode").attrs["version"] = "0.10.0"
         if fillers:
             h5.attrs[FILLER_ATTR] = ",".join(fillers)
+        h5.attrs[UNITS_ATTR] = json.dumps(extra_units(table))
         # Columns DECODE has no field for: a group DECODE's loader does not read, so nothing is lost.
         known = {"x", "y", "z", "sigma_x", "sigma_y", "sigma_z", "crlb_x", "crlb_y", "crlb_z", *_SCALARS.values()}
         extra = [name for name in table.columns if name not in known]

@@ -15,13 +15,14 @@ size comes from `saveloc.file(1).info.cam_pixelsize_um` (µm, one value or [x, y
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from algorithms.io._common import bad
+from algorithms.io._common import bad, extra_units
 from algorithms.io.table import UNITS, LocTable
 
 SUFFIXES = (".mat",)
@@ -34,6 +35,7 @@ _TO_SMAP = {canon: field for field, canon in FIELD_MAP.items()}
 _KNOWN_UNITS = {"xpix": "px", "ypix": "px", "xpixerr": "px", "ypixerr": "px", "PSFxpix": "px", "PSFypix": "px",
                 "locprecnm": "nm", "locprecznm": "nm", "zerr": "nm", "filenumber": "index"}
 _V73_HEADER = b"MATLAB 7.3 MAT-file"
+UNITS_ATTR = "locus_units"  # JSON units of extra columns; SMAP itself reads only saveloc
 
 
 def is_v73(path: Path) -> bool:
@@ -118,9 +120,27 @@ def _read_v7(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return fields, info
 
 
+def _stored_units(path: Path, v73: bool) -> dict[str, str]:
+    try:
+        if v73:
+            with h5py.File(path, "r") as h5:
+                text = h5.attrs.get(UNITS_ATTR, "{}")
+        else:
+            import scipy.io
+
+            mat = scipy.io.loadmat(path, squeeze_me=True, variable_names=[UNITS_ATTR])
+            text = str(mat.get(UNITS_ATTR, "{}"))
+        return {str(k): str(v) for k, v in json.loads(text).items()}
+    except (ValueError, OSError, AttributeError):
+        return {}
+
+
 def read(path: Path, px_size_nm: float | None = None) -> LocTable:
-    fields, info = _read_v73(path) if is_v73(path) else _read_v7(path)
+    v73 = is_v73(path)
+    fields, info = _read_v73(path) if v73 else _read_v7(path)
     table = _from_fields(path, fields, info)
+    stored = _stored_units(path, v73)
+    table.meta["units"].update({k: v for k, v in stored.items() if k in table.columns})
     if px_size_nm is not None:
         table.meta["px_size_nm"] = float(px_size_nm)
         table.meta["px_size_xy_nm"] = [float(px_size_nm)] * 2
@@ -161,13 +181,16 @@ def write(table: LocTable, path: Path, px_size_nm: float | None = None, v73: boo
                                                "px_size_xy_nm": [float(px_size_nm)] * 2})
     fields = to_fields(table)
     info = _info(table)
+    units = json.dumps(extra_units(table))
     if v73:
         _write_v73(path, fields, info)
+        with h5py.File(path, "r+") as h5:
+            h5.attrs[UNITS_ATTR] = units
         return [path]
     import scipy.io
 
     saveloc = {"loc": fields, "file": {"info": info, "name": ""}, "fileformat": {"name": "sml"}}
-    scipy.io.savemat(path, {"saveloc": saveloc, "fileformat": {"name": "sml"}}, do_compression=True,
+    scipy.io.savemat(path, {"saveloc": saveloc, "fileformat": {"name": "sml"}, UNITS_ATTR: units}, do_compression=True,
                      oned_as="column")
     return [path]
 
