@@ -58,7 +58,7 @@ def test_z_colour_and_overlay_are_rgb_in_range():
     x, y = rng.uniform(0, 1000, 500), rng.uniform(0, 1000, 500)
     grid = images.Grid.around(x, y, 20.0)
     rgb = images.render_z_color(x, y, np.where(x < 500, -300.0, 300.0), grid, 20.0, (-400, 400))
-    assert rgb.shape == (*grid.shape, 3) and 0 <= rgb.min() and rgb.max() <= 1
+    assert rgb.shape == (*grid.shape, 3) and rgb.min() >= 0 and rgb.max() <= 1
     left, right = rgb[:, : grid.width // 3].reshape(-1, 3).sum(0), rgb[:, -grid.width // 3:].reshape(-1, 3).sum(0)
     assert left[2] > left[0] and right[0] > right[2]  # turbo: low z blue, high z red
     over = images.overlay([images.histogram(x, y, grid), images.histogram(y, x, grid)])
