@@ -23,7 +23,7 @@ HELP = """\
 Convert a localization table between formats. Units: positions are converted through nm (Locus tables
 are nm, frames 0-based, x along image columns). Formats: locus (.h5), picasso (.hdf5 + .yaml, camera px),
 decode (.h5, px or nm), smap (_sml.mat, nm, 1-based frames; v7 or --smap-v73), thunderstorm (.csv, nm,
-1-based frames), challenge (.csv, SMLM challenge, nm, 1-based frames). The input format is detected from
+1-based frames), challenge (.csv, SMLM challenge, nm, 1-based frames), decode_csv (.csv, DECODE's CSV). The input format is detected from
 the content. --px-size NM is needed when the input is in pixels and does not say its pixel size, and
 when writing a pixel format from a table without one; given, it overrides a stored pixel size.
 Exit codes: 0 done, 2 bad input (one line on stderr), 1 failure."""

@@ -93,6 +93,11 @@ def read(path: Path, px_size_nm: float | None = None) -> LocTable:
             columns[canon] = np.asarray(fields[field])
     for name in fillers:
         columns.pop(name, None)
+    return _table(columns, extra, stored_units, version, xy_unit, px)
+
+
+def _table(columns: dict[str, np.ndarray], extra: dict[str, tuple[np.ndarray, str]], stored_units: dict[str, Any],
+           version: str, xy_unit: str, px: np.ndarray | None) -> LocTable:
     units = dict(_UNITS)
     units.update({k: str(v) for k, v in stored_units.items() if k in columns})
     for name, (values, unit) in extra.items():
@@ -137,9 +142,8 @@ def write(table: LocTable, path: Path, px_size_nm: float | None = None) -> list[
     if data["xyz_sig"] is not None and "sigma_z" not in table:
         fillers.append("sigma_z")
     for field, canon in _SCALARS.items():
-        data[field] = np.asarray(table[canon]) if canon in table else None
-    if data["code"] is None:
-        del data["code"]  # optional in DECODE: leave it out rather than write an empty one
+        if field != "code":  # DECODE 0.10's loader hands every /data dataset to EmitterSet: no "code" there
+            data[field] = np.asarray(table[canon]) if canon in table else None
     if data["id"] is None:
         data["id"] = np.full(n, -1, dtype=np.int64)  # DECODE's "no id"
         fillers.append("id")
@@ -159,10 +163,118 @@ def write(table: LocTable, path: Path, px_size_nm: float | None = None) -> list[
             h5.attrs[FILLER_ATTR] = ",".join(fillers)
         h5.attrs[UNITS_ATTR] = json.dumps(extra_units(table))
         # Columns DECODE has no field for: a group DECODE's loader does not read, so nothing is lost.
-        known = {"x", "y", "z", "sigma_x", "sigma_y", "sigma_z", "crlb_x", "crlb_y", "crlb_z", *_SCALARS.values()}
+        known = {"x", "y", "z", "sigma_x", "sigma_y", "sigma_z", "crlb_x", "crlb_y", "crlb_z",
+                 *(c for f, c in _SCALARS.items() if f != "code")}
         extra = [name for name in table.columns if name not in known]
         if extra:
             group = h5.create_group(EXTRA_GROUP)
             for name in extra:
                 group.create_dataset(name, data=table[name]).attrs["unit"] = table.unit(name)
+    return [path]
+
+
+# ---- DECODE CSV (EmitterSet.save to .csv) ---------------------------------------------------------------
+# Three comment lines ("# DECODE EmitterSet", "# {decode meta JSON}", "# {emitter meta JSON}" with xy_unit
+# and px_size), then a pandas header: x, y, z, the scalar fields, x_cr, y_cr, z_cr, x_sig, y_sig, z_sig.
+# Axes, units and empty (NaN) fields as in the .h5 file.
+CSV_MAGIC = "# DECODE EmitterSet"
+_CSV_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def sniff_csv(line: str) -> bool:
+    return line.strip().startswith(CSV_MAGIC)
+
+
+def read_csv(path: Path, px_size_nm: float | None = None) -> LocTable:
+    with open(path, encoding="utf-8") as fh:
+        lines = [fh.readline() for _ in range(4)]
+    if not sniff_csv(lines[0]) or not lines[3].strip():
+        raise bad(path, "not a DECODE CSV (no '# DECODE EmitterSet' preamble and header)")
+    try:
+        decode_meta = json.loads(lines[1].strip().lstrip("#").strip() or "{}")
+        em_meta = json.loads(lines[2].strip().lstrip("#").strip() or "{}")
+    except ValueError:
+        raise bad(path, "DECODE CSV metadata lines are not JSON") from None
+    names = [n.strip() for n in lines[3].strip().split(",")]
+    if not {"x", "y", "z", "frame_ix"} <= set(names):
+        raise bad(path, "DECODE CSV header lacks x, y, z or frame_ix")
+    data = np.genfromtxt(path, delimiter=",", skip_header=4, dtype=np.float64, ndmin=2, invalid_raise=True)
+    if data.size and data.shape[1] != len(names):
+        raise bad(path, f"rows have {data.shape[1]} values but the header names {len(names)} columns")
+    data = data.reshape(-1, len(names))
+    col = {n: data[:, i] for i, n in enumerate(names)}
+    xy_unit = em_meta.get("xy_unit")
+    stored = em_meta.get("px_size")
+    if px_size_nm is not None:
+        px = np.array([float(px_size_nm)] * 2)
+    elif stored is not None:
+        px = np.broadcast_to(np.asarray(stored, dtype=np.float64).ravel(), (2,)).copy()
+    else:
+        px = None
+    if xy_unit not in ("px", "nm"):
+        raise bad(path, f"unknown xy_unit {xy_unit!r} (expected 'px' or 'nm')")
+    if xy_unit == "px":
+        need_px_size(path, None if px is None else float(px[0]), "DECODE positions are in pixels")
+        scale = {"x": px[0], "y": px[1], "z": 1.0}
+    else:
+        scale = {"x": 1.0, "y": 1.0, "z": 1.0}
+    swap = {"x": "y", "y": "x", "z": "z"}  # DECODE x (rows) is our y
+    columns: dict[str, np.ndarray] = {}
+    for axis in ("x", "y", "z"):
+        ours = swap[axis]
+        columns[ours] = col[axis] * scale[axis]
+        if f"{axis}_sig" in col and not np.isnan(col[f"{axis}_sig"]).all():
+            columns[f"sigma_{ours}"] = col[f"{axis}_sig"] * scale[axis]
+        if f"{axis}_cr" in col and not np.isnan(col[f"{axis}_cr"]).all():
+            columns[f"crlb_{ours}"] = col[f"{axis}_cr"] * scale[axis] ** 2
+    for field, canon in _SCALARS.items():
+        if field in col and not np.isnan(col[field]).all():
+            values = col[field]
+            columns[canon] = np.rint(values).astype(np.int64) if canon in ("frame", "id", "channel") else values
+    decode_meta = decode_meta if isinstance(decode_meta, dict) else {}
+    units = decode_meta.get(UNITS_ATTR, {}) if isinstance(decode_meta.get(UNITS_ATTR), dict) else {}
+    known = {"x", "y", "z", *(f"{a}_{k}" for a in "xyz" for k in ("sig", "cr")), *_SCALARS}
+    extra = {name: (values, str(units.get(name, ""))) for name, values in col.items() if name not in known}
+    for name in decode_meta.get(FILLER_ATTR, []) if isinstance(decode_meta.get(FILLER_ATTR), list) else []:
+        columns.pop(name, None)
+    table = _table(columns, extra, {}, str(decode_meta.get("version", "")), xy_unit, px)
+    table.meta["source_format"] = "decode_csv"
+    return table
+
+
+def write_csv(table: LocTable, path: Path, px_size_nm: float | None = None) -> list[Path]:
+    """DECODE's CSV layout (positions in px when a pixel size is known). Only DECODE's fields are written."""
+    tmp_h5 = path.with_suffix(".tmp.h5")
+    try:
+        write(table, tmp_h5, px_size_nm=px_size_nm)
+        with h5py.File(tmp_h5, "r") as h5:
+            data = {name: h5["data"][name][()] for name in h5["data"] if h5["data"][name].shape is not None}
+            meta = {k: (v.tolist() if isinstance(v, np.ndarray) else _decode_str(v)) for k, v in h5["meta"].attrs.items()}
+            fillers = [f for f in str(h5.attrs.get(FILLER_ATTR, "")).split(",") if f]
+    finally:
+        tmp_h5.unlink(missing_ok=True)
+    n = len(table)
+    out: dict[str, np.ndarray] = {}
+    xyz = data.pop("xyz")
+    for axis, i in _CSV_AXES.items():
+        out[axis] = xyz[:, i]
+    for field in ("phot", "frame_ix", "id", "prob", "bg", "phot_cr", "phot_sig", "bg_cr", "bg_sig"):
+        out[field] = data.get(field, np.full(n, np.nan))
+    for key in ("xyz_cr", "xyz_sig"):
+        block = data.get(key, np.full((n, 3), np.nan))
+        for axis, i in _CSV_AXES.items():
+            out[f"{axis}_{key[4:]}"] = block[:, i]
+    # Columns DECODE has no field for follow DECODE's own; its CSV loader picks columns by name.
+    covered = {"x", "y", "z", "sigma_x", "sigma_y", "sigma_z", "crlb_x", "crlb_y", "crlb_z",
+               *(c for f, c in _SCALARS.items() if f != "code")}
+    for name in table.columns:
+        if name not in covered and name not in out:
+            out[name] = np.asarray(table[name])
+    bookkeeping = {"version": "0.10.0", UNITS_ATTR: extra_units(table), FILLER_ATTR: fillers}
+    with open(path, "w", newline="") as fh:
+        fh.write(f"{CSV_MAGIC}\n# {json.dumps(bookkeeping)}\n# {json.dumps(meta)}\n")
+        fh.write(",".join(out) + "\n")
+        for row in zip(*out.values(), strict=True):
+            fh.write(",".join("" if (isinstance(v, float | np.floating) and np.isnan(v)) else
+                              (str(int(v)) if isinstance(v, np.integer) else repr(float(v))) for v in row) + "\n")
     return [path]

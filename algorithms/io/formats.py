@@ -13,6 +13,7 @@ nm (SMAP, ThunderSTORM `[nm]`, SMLM challenge) are kept as written.
 | `smap` | _sml.mat | MATLAB header (v7.3: HDF5 with `saveloc/loc`; v7: MAT 5 with `saveloc`) |
 | `thunderstorm` | .csv | header naming `frame`, `x`, `y` (with `[unit]`s) |
 | `challenge` | .csv | header `Ground-truth,frame,xnano,...` or 3–6 numeric columns |
+| `decode_csv` | .csv | first line `# DECODE EmitterSet` |
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from algorithms.io.table import LocTable
 
 READERS: dict[str, Callable[..., LocTable]] = {
     "locus": locus_h5.read, "picasso": picasso.read, "decode": decode.read, "smap": smap.read,
-    "thunderstorm": thunderstorm.read, "challenge": challenge.read,
+    "thunderstorm": thunderstorm.read, "challenge": challenge.read, "decode_csv": decode.read_csv,
 }
 WRITERS: dict[str, Callable[..., list[Path]]] = {
     "locus": locus_h5.write, "picasso": picasso.write, "decode": decode.write, "smap": smap.write,
-    "thunderstorm": thunderstorm.write, "challenge": challenge.write,
+    "thunderstorm": thunderstorm.write, "challenge": challenge.write, "decode_csv": decode.write_csv,
 }
 FORMATS = tuple(READERS)
 # Suffix an output of each format gets when only a folder is given (registry jobs).
 DEFAULT_SUFFIX = {"locus": ".h5", "picasso": ".hdf5", "decode": ".h5", "smap": "_sml.mat",
-                  "thunderstorm": ".csv", "challenge": ".csv"}
+                  "thunderstorm": ".csv", "challenge": ".csv", "decode_csv": ".csv"}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -88,6 +89,8 @@ def detect_format(path: Path) -> str:
     except UnicodeDecodeError:
         raise bad(path, "not a localization table (binary content of unknown kind)") from None
     line = first_line(path)
+    if decode.sniff_csv(line):
+        return "decode_csv"
     if challenge.sniff(line):
         return "challenge"
     if thunderstorm.sniff(line):

@@ -297,3 +297,15 @@ def test_failed_write_leaves_no_partial_output(tmp_path):
     with pytest.raises(BadInput):
         write_table(table, tmp_path / "x.hdf5", fmt="picasso")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_csv_layout_swaps_axes_like_the_h5(tmp_path):
+    path = tmp_path / "emitters.csv"
+    path.write_text('# DECODE EmitterSet\n# {"version": "0.10.0"}\n# {"xy_unit": "px", "px_size": [100.0, 120.0]}\n'
+                    "x,y,z,phot,frame_ix,id,prob,bg,x_sig,y_sig,z_sig\n"
+                    "2.0,3.0,-50.0,1000.0,4,7,0.9,10.0,0.1,0.2,30.0\n")
+    assert detect_format(path) == "decode_csv"
+    table = read_table(path)
+    assert table["y"][0] == pytest.approx(200.0) and table["x"][0] == pytest.approx(360.0)
+    assert table["sigma_y"][0] == pytest.approx(10.0) and table["sigma_x"][0] == pytest.approx(24.0)
+    assert table["frame"][0] == 4 and table["z"][0] == -50.0 and table["photons"][0] == 1000.0
