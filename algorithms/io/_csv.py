@@ -29,8 +29,21 @@ def is_numeric_row(fields: list[str]) -> bool:
     return bool(fields)
 
 
+def check_complete(path: Path) -> None:
+    """A table cut inside its last number still parses; every writer we know ends with a newline."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            raise bad(path, "file is empty")
+        fh.seek(-1, 2)
+        if fh.read(1) not in (b"\n", b"\r"):
+            raise bad(path, "last line does not end with a newline: the file looks truncated "
+                            "(add the newline if it is complete)")
+
+
 def load_numeric(path: Path, skip_header: bool, n_columns: int) -> np.ndarray:
     """All data rows as a float64 (N, n_columns) array; malformed rows are a one-line error."""
+    check_complete(path)
     try:
         data = np.loadtxt(path, delimiter=",", skiprows=1 if skip_header else 0, ndmin=2, dtype=np.float64,
                           encoding="utf-8-sig", quotechar='"')

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from algorithms.io._common import bad, extra_units, need_px_size
+from algorithms.io._csv import check_complete
 from algorithms.io.table import LocTable
 
 SUFFIXES = (".h5", ".hdf5")
@@ -198,6 +199,7 @@ def read_csv(path: Path, px_size_nm: float | None = None) -> LocTable:
     names = [n.strip() for n in lines[3].strip().split(",")]
     if not {"x", "y", "z", "frame_ix"} <= set(names):
         raise bad(path, "DECODE CSV header lacks x, y, z or frame_ix")
+    check_complete(path)
     data = np.genfromtxt(path, delimiter=",", skip_header=4, dtype=np.float64, ndmin=2, invalid_raise=True)
     if data.size and data.shape[1] != len(names):
         raise bad(path, f"rows have {data.shape[1]} values but the header names {len(names)} columns")

@@ -309,3 +309,24 @@ def test_decode_csv_layout_swaps_axes_like_the_h5(tmp_path):
     assert table["y"][0] == pytest.approx(200.0) and table["x"][0] == pytest.approx(360.0)
     assert table["sigma_y"][0] == pytest.approx(10.0) and table["sigma_x"][0] == pytest.approx(24.0)
     assert table["frame"][0] == 4 and table["z"][0] == -50.0 and table["photons"][0] == 1000.0
+
+
+@pytest.mark.parametrize("fmt", [*FORMATS, "smap73"])
+@pytest.mark.parametrize("fraction", [0.05, 0.5, 0.97])
+def test_truncated_files_of_every_format_are_bad_input(tmp_path, fmt, fraction):
+    table = _table(1500)
+    if fmt == "smap73":
+        path = tmp_path / "t_sml.mat"
+        smap.write(table, path, v73=True)
+    else:
+        path = write_table(table, tmp_path / f"t{DEFAULT_SUFFIX[fmt]}", fmt=fmt)[0]
+    raw = path.read_bytes()
+    cut = int(len(raw) * fraction)
+    if raw[cut - 1:cut] == b"\n":  # a text table cut exactly after a row is a valid shorter table
+        cut -= 1
+    broken = tmp_path / f"cut{path.name}"
+    broken.write_bytes(raw[:cut])
+    if fmt == "picasso":
+        broken.with_suffix(".yaml").write_text(path.with_suffix(".yaml").read_text())
+    with pytest.raises(BadInput, match=broken.name):
+        read_table(broken)
