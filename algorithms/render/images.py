@@ -32,7 +32,7 @@ class Grid:
 
     @classmethod
     def around(cls, x_nm: np.ndarray, y_nm: np.ndarray, pixel_nm: float, margin_nm: float = 0.0,
-               max_pixels: int = 2**28) -> Grid:
+               max_pixels: int = 2**27) -> Grid:
         """The smallest grid of whole pixels (origin on a multiple of `pixel_nm`) holding every point."""
         if pixel_nm <= 0:
             raise ValueError("pixel size must be positive")
