@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -330,3 +331,16 @@ def test_truncated_files_of_every_format_are_bad_input(tmp_path, fmt, fraction):
         broken.with_suffix(".yaml").write_text(path.with_suffix(".yaml").read_text())
     with pytest.raises(BadInput, match=broken.name):
         read_table(broken)
+
+
+def test_picasso_yaml_we_write_is_valid_yaml_with_picasso_keys(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    table = _table(three_d=False)
+    table.meta["units"]["odd"] = 'a "quoted": unit'
+    table = table.with_columns(odd=np.ones(len(table)))
+    out = write_table(table, tmp_path / "p.hdf5", fmt="picasso")
+    docs = list(yaml.safe_load_all(out[1].read_text()))
+    assert {"Width", "Height", "Frames", "Byte Order", "Data Type"} <= set(docs[0])
+    assert docs[-1]["Pixelsize"] == 110.0
+    assert json.loads(docs[-1]["Locus units"])["odd"] == 'a "quoted": unit'
+    assert read_table(out[0]).unit("odd") == 'a "quoted": unit'
