@@ -87,11 +87,12 @@ def smooth(curve: np.ndarray, width: int) -> np.ndarray:
 def threshold_crossing(q: np.ndarray, curve: np.ndarray, threshold: float = THRESHOLD,
                        skip: int = 2) -> float | None:
     """Resolution 1/q (nm) at the first downward crossing of `threshold` after `skip` rings, else None."""
+    skip = max(1, skip)
     below = np.flatnonzero(curve[skip:] < threshold)
     if len(below) == 0:
         return None
     i = below[0] + skip
-    if i == 0:
+    if curve[i - 1] < threshold:  # never above the threshold: no resolvable detail at all
         return None
     q0, q1, c0, c1 = q[i - 1], q[i], curve[i - 1], curve[i]
     q_cross = q0 + (c0 - threshold) / (c0 - c1) * (q1 - q0) if c0 != c1 else q1
@@ -116,6 +117,8 @@ def frc(x_nm: np.ndarray, y_nm: np.ndarray, frame: np.ndarray, pixel_nm: float, 
     for _ in range(max(1, int(n_splits))):
         half = rng.permutation(n_blocks) < n_blocks // 2
         in_a = half[block]
+        if in_a.all() or not in_a.any():
+            raise ValueError("FRC needs localizations in both halves of the time blocks")
         image_a = histogram(x_nm[in_a], y_nm[in_a], grid)
         image_b = histogram(x_nm[~in_a], y_nm[~in_a], grid)
         q, curve = ring_correlation(image_a, image_b, grid.pixel_nm)

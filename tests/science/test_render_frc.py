@@ -174,3 +174,12 @@ def test_qc_report_has_html_and_plots(tmp_path):
         assert f'src="{name}"' in page
     summary = json.loads((tmp_path / "qc/qc.json").read_text())
     assert summary["localizations"] == n and summary["frc"]["resolution_nm"] > 0
+
+
+def test_frc_refuses_a_single_time_block_and_reports_no_crossing_for_noise():
+    rng = np.random.default_rng(9)
+    x, y = rng.uniform(0, 1000, 500), rng.uniform(0, 1000, 500)
+    with pytest.raises(ValueError, match="both halves"):
+        frc(x, y, np.zeros(500, int), 5.0)
+    noise = frc(x, y, rng.integers(0, 1000, 500), 5.0, n_splits=2)  # every point seen once: no shared structure
+    assert noise.resolution_nm is None or noise.resolution_nm > 200
