@@ -23,6 +23,7 @@ RENDER_DEFAULTS: dict[str, Any] = {
 }
 FRC_DEFAULTS: dict[str, Any] = {"pixel_nm": None, "n_blocks": 20, "n_splits": 5, "seed": 0, "px_size_nm": None}
 _TABLE_SUFFIXES = (".hdf5", ".h5", ".mat", ".csv")
+PNG_MAX_SIDE = 32768  # matplotlib's Agg canvas refuses larger sides
 
 RENDER_HELP = """\
 Render localization tables (nm) into a super-resolution image: PNG with a scale bar and an ImageJ TIFF
@@ -68,6 +69,9 @@ def render_tables(tables: list[LocTable], params: dict[str, Any]) -> tuple[np.nd
         sx = table["sigma_x"]
         return np.sqrt(sx * table["sigma_y"]) if "sigma_y" in table else sx
 
+    if max(grid.shape) > PNG_MAX_SIDE:
+        raise BadInput(f"the image would be {grid.width}×{grid.height} pixels at {pixel} nm; at most "
+                       f"{PNG_MAX_SIDE} per side: use a larger pixel_nm")
     start = time.perf_counter()
     color_by = params["color_by"]
     if color_by == "z":
@@ -75,6 +79,8 @@ def render_tables(tables: list[LocTable], params: dict[str, Any]) -> tuple[np.nd
             raise BadInput("color_by z needs one table with a z column")
         t = tables[0]
         z_range = tuple(params["z_range_nm"]) if params.get("z_range_nm") else None
+        if z_range is None:
+            z_range = (float(np.nanpercentile(t["z"], 1)), float(np.nanpercentile(t["z"], 99)))
         image = images.render_z_color(t["x"], t["y"], t["z"], grid, sigma_of(t), z_range,
                                       percentile=params["percentile"])
     elif color_by == "channel":
@@ -98,6 +104,8 @@ def render_tables(tables: list[LocTable], params: dict[str, Any]) -> tuple[np.nd
     stats = {"render_s": round(time.perf_counter() - start, 3), "localizations": int(len(xs)),
              "width_px": grid.width, "height_px": grid.height, "pixel_nm": pixel,
              "origin_nm": [grid.x0_nm, grid.y0_nm]}
+    if color_by == "z":
+        stats["z_range_nm"] = list(z_range)  # the colormap's limits (turbo: blue low, red high)
     return image, grid, stats
 
 
