@@ -11,7 +11,8 @@ An empty optional field is stored as an HDF5 null dataset (shape None) and is sk
 
 **Axes.** DECODE's x is the *first* image axis (rows of the frame array) and y the second (columns);
 `px_size[0]` applies to x, `px_size[1]` to y. Our tables have x along columns, so DECODE's x becomes our
-`y` and DECODE's y our `x`. In px units pixel centres are at integer coordinates, as ours.
+`y` and DECODE's y our `x`. In px units DECODE puts pixel centres at integer coordinates; our nm have the
+image corner at 0, so y_nm = (x_px + 0.5)·px_size[0] and x_nm = (y_px + 0.5)·px_size[1].
 `z` (and its sigma / CRLB) is in nm whatever `xy_unit` says. `frame_ix` is 0-based.
 """
 
@@ -30,6 +31,7 @@ from algorithms.io.table import LocTable
 
 SUFFIXES = (".h5", ".hdf5")
 EXTRA_GROUP = "locus_extra"
+PIXEL_CENTRE = 0.5  # DECODE px: pixel centres at integers; ours (nm): image corner at 0, centres at +0.5 px
 FILLER_ATTR = "locus_filler_columns"
 UNITS_ATTR = "locus_units"
 _SCALARS = {  # DECODE field -> canonical column
@@ -83,8 +85,9 @@ def read(path: Path, px_size_nm: float | None = None) -> LocTable:
     else:
         scale = np.ones(3)
     columns: dict[str, np.ndarray] = {}
+    shift = PIXEL_CENTRE if xy_unit == "px" else 0.0
     for idx, name, sig_name, cr_name in _AXES:
-        columns[name] = xyz[:, idx] * scale[idx]
+        columns[name] = (xyz[:, idx] + (shift if idx < 2 else 0.0)) * scale[idx]
         if "xyz_sig" in fields:
             columns[sig_name] = np.asarray(fields["xyz_sig"], dtype=np.float64)[:, idx] * scale[idx]
         if "xyz_cr" in fields:
@@ -132,8 +135,11 @@ def write(table: LocTable, path: Path, px_size_nm: float | None = None) -> list[
                 out[:, i] = table[name] / scale[i] ** power
         return out
 
+    xyz = stack(("y", "x", "z"), 1)
+    if pair:
+        xyz[:, :2] -= PIXEL_CENTRE  # back to DECODE's pixel centres at integers
     data: dict[str, np.ndarray | None] = {
-        "xyz": stack(("y", "x", "z"), 1), "xyz_sig": stack(("sigma_y", "sigma_x", "sigma_z"), 1),
+        "xyz": xyz, "xyz_sig": stack(("sigma_y", "sigma_x", "sigma_z"), 1),
         "xyz_cr": stack(("crlb_y", "crlb_x", "crlb_z"), 2),
     }
     fillers = []  # columns DECODE requires that the table lacks; the reader drops them again
@@ -224,7 +230,8 @@ def read_csv(path: Path, px_size_nm: float | None = None) -> LocTable:
     columns: dict[str, np.ndarray] = {}
     for axis in ("x", "y", "z"):
         ours = swap[axis]
-        columns[ours] = col[axis] * scale[axis]
+        shift = PIXEL_CENTRE if xy_unit == "px" and axis != "z" else 0.0
+        columns[ours] = (col[axis] + shift) * scale[axis]
         if f"{axis}_sig" in col and not np.isnan(col[f"{axis}_sig"]).all():
             columns[f"sigma_{ours}"] = col[f"{axis}_sig"] * scale[axis]
         if f"{axis}_cr" in col and not np.isnan(col[f"{axis}_cr"]).all():

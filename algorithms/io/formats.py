@@ -1,9 +1,11 @@
 """Table formats by name: detection from content, reading, and atomic writing.
 
 Conventions at this boundary (design §6): tables come out in nm with 0-based frames and x along image
-columns. Formats in camera pixels (Picasso, DECODE, ThunderSTORM `[px]`) are scaled by the pixel size with
-pixel centres at integer pixel coordinates, so the centre of the first pixel is at 0 nm. Formats already in
-nm (SMAP, ThunderSTORM `[nm]`, SMLM challenge) are kept as written.
+columns, and the **image corner at 0 nm**: camera pixel (row i, column j) covers [j·p, (j+1)·p) in x and
+[i·p, (i+1)·p) in y, its centre at ((j + 0.5)·p, (i + 0.5)·p) — the SMLM challenge's and ThunderSTORM's
+convention. Picasso and DECODE count pixel positions with pixel centres at integers, so their positions
+convert as (x_px + 0.5)·p (and back); ThunderSTORM `[px]` is corner-based already (x_px·p). SMAP's nm are
+kept as written.
 
 | name | files | detected by |
 |---|---|---|

@@ -1,7 +1,7 @@
 """Picasso localization files: HDF5 dataset `/locs` (structured array) plus a YAML file beside it.
 
 Picasso stores x, y, their precisions `lpx`, `lpy` and the PSF widths `sx`, `sy` in **camera pixels**
-(pixel centres at integer coordinates, 0-based), `frame` 0-based, `photons` in photons, `bg` in photons per
+(pixel centres at integer coordinates, 0-based; ours have the image corner at 0 nm, so x_nm = (x + 0.5)·px), `frame` 0-based, `photons` in photons, `bg` in photons per
 pixel and, for 3D data, `z` in nm. The YAML file holds one document per processing step (simulate,
 localize, render, ...).
 
@@ -43,6 +43,7 @@ PICASSO_DTYPES = {
     "frame": "u4", "x": "f4", "y": "f4", "photons": "f4", "sx": "f4", "sy": "f4", "bg": "f4",
     "lpx": "f4", "lpy": "f4", "net_gradient": "f4", "likelihood": "f4", "iterations": "i4", "z": "f4",
 }
+PIXEL_CENTRE = 0.5  # where a pixel's centre lies in our nm convention, in pixels from its corner
 _CANONICAL_TO_PICASSO = {canon: (field, scale) for field, (canon, scale) in FIELD_MAP.items()}
 _DOC_SPLIT = re.compile(r"^---\s*$", re.MULTILINE)
 
@@ -148,7 +149,10 @@ def read(path: Path, px_size_nm: float | None = None) -> LocTable:
         values = locs[name]
         canon, scale = FIELD_MAP.get(name, (name, None))
         if scale == "px":
-            values = values.astype(np.float64) * px
+            values = values.astype(np.float64)
+            if canon in ("x", "y"):
+                values = values + PIXEL_CENTRE  # Picasso: pixel centres at integers; ours: at +0.5 px
+            values = values * px
         columns[canon] = values
         if canon == name and name not in FIELD_MAP:
             units[name] = "px" if name in ("std_x", "std_y") else ""
@@ -174,6 +178,8 @@ def to_records(table: LocTable, px_size_nm: float) -> np.ndarray:
     for canon, column in table.columns.items():
         field, scale = _CANONICAL_TO_PICASSO.get(canon, (canon, None))
         values = column / px_size_nm if scale == "px" else column
+        if scale == "px" and canon in ("x", "y"):
+            values = values - PIXEL_CENTRE
         dtype = stored.get(field) or PICASSO_DTYPES.get(field) or column.dtype.str
         fields.append((field, np.asarray(values).astype(dtype)))
     order = list(PICASSO_DTYPES)

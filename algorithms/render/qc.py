@@ -46,7 +46,7 @@ def subpixel_plot(table: LocTable, px_size_nm: float, path: Path) -> dict[str, f
     stats = {}
     bins = np.linspace(0, 1, 21)
     for axis, color in (("x", "C0"), ("y", "C1")):
-        frac = np.mod(table[axis] / px_size_nm + 0.5, 1.0)  # 0 and 1 are pixel edges, 0.5 the centre
+        frac = np.mod(table[axis] / px_size_nm, 1.0)  # image corner at 0 nm: 0 and 1 are edges, 0.5 the centre
         _hist(ax, frac, bins, f"{axis} within pixel", color)
         counts, _ = np.histogram(frac, bins)
         expected = counts.sum() / len(counts)

@@ -51,8 +51,9 @@ def test_picasso_real_file_reads_in_nm_with_localize_pixel_size():
     assert table.meta["px_size_nm"] == 130.0  # Localize's Pixelsize wins over Simulate's Camera.Pixelsize
     with h5py.File(REAL / "testdata_locs.hdf5") as h5:
         raw = h5["locs"][...]
-    np.testing.assert_allclose(table["x"], raw["x"] * 130.0, rtol=1e-6)
-    np.testing.assert_allclose(table["y"], raw["y"] * 130.0, rtol=1e-6)
+    # Picasso's pixel centres are at integers; ours at +0.5 px (image corner at 0 nm)
+    np.testing.assert_allclose(table["x"], (raw["x"] + 0.5) * 130.0, rtol=1e-6)
+    np.testing.assert_allclose(table["y"], (raw["y"] + 0.5) * 130.0, rtol=1e-6)
     np.testing.assert_allclose(table["sigma_x"], raw["lpx"] * 130.0, rtol=1e-6)
     np.testing.assert_array_equal(table["frame"], raw["frame"])  # Picasso frames are already 0-based
     for extra in ("net_gradient", "likelihood", "iterations"):
@@ -80,8 +81,8 @@ def test_decode_real_file_swaps_axes_and_scales_each_by_its_pixel_size():
         frame_ix = h5["data/frame_ix"][...]
     assert len(table) == 96
     # DECODE x (first axis = rows) -> our y with px_size[0] = 127 nm; DECODE y -> our x with 117 nm.
-    np.testing.assert_allclose(table["y"], xyz[:, 0] * 127.0, rtol=1e-6)
-    np.testing.assert_allclose(table["x"], xyz[:, 1] * 117.0, rtol=1e-6)
+    np.testing.assert_allclose(table["y"], (xyz[:, 0] + 0.5) * 127.0, rtol=1e-6)
+    np.testing.assert_allclose(table["x"], (xyz[:, 1] + 0.5) * 117.0, rtol=1e-6)
     np.testing.assert_allclose(table["z"], xyz[:, 2], rtol=1e-6)  # z stays nm
     np.testing.assert_array_equal(table["frame"], frame_ix)
     assert {"photons", "bg", "prob", "sigma_x", "sigma_y", "sigma_z", "photons_sigma", "id"} <= set(table.columns)
@@ -307,7 +308,7 @@ def test_decode_csv_layout_swaps_axes_like_the_h5(tmp_path):
                     "2.0,3.0,-50.0,1000.0,4,7,0.9,10.0,0.1,0.2,30.0\n")
     assert detect_format(path) == "decode_csv"
     table = read_table(path)
-    assert table["y"][0] == pytest.approx(200.0) and table["x"][0] == pytest.approx(360.0)
+    assert table["y"][0] == pytest.approx(250.0) and table["x"][0] == pytest.approx(420.0)
     assert table["sigma_y"][0] == pytest.approx(10.0) and table["sigma_x"][0] == pytest.approx(24.0)
     assert table["frame"][0] == 4 and table["z"][0] == -50.0 and table["photons"][0] == 1000.0
 
@@ -344,3 +345,21 @@ def test_picasso_yaml_we_write_is_valid_yaml_with_picasso_keys(tmp_path):
     assert docs[-1]["Pixelsize"] == 110.0
     assert json.loads(docs[-1]["Locus units"])["odd"] == 'a "quoted": unit'
     assert read_table(out[0]).unit("odd") == 'a "quoted": unit'
+
+
+def test_pixel_centre_means_the_same_nm_in_every_format(tmp_path):
+    # The centre of camera pixel (row 3, column 5) at 100 nm/px is (550, 350) nm with the image corner at 0.
+    pic = tmp_path / "c.hdf5"
+    with h5py.File(pic, "w") as h5:
+        h5.create_dataset("locs", data=np.array([(0, 5.0, 3.0)], dtype=[("frame", "u4"), ("x", "f4"), ("y", "f4")]))
+    pic.with_suffix(".yaml").write_text("Width: 32\nHeight: 32\nFrames: 1\n---\nPixelsize: 100\n")
+    dec = tmp_path / "c.h5"
+    with h5py.File(dec, "w") as h5:
+        h5.create_dataset("data/xyz", data=np.array([[3.0, 5.0, 0.0]], np.float32))  # DECODE x = row
+        h5.create_dataset("data/frame_ix", data=np.array([0]))
+        h5.create_group("meta").attrs.update({"xy_unit": "px", "px_size": np.array([100.0, 100.0])})
+    ts = tmp_path / "c.csv"
+    ts.write_text('"frame","x [px]","y [px]"\n1,5.5,3.5\n')
+    for path, kwargs in ((pic, {}), (dec, {}), (ts, {"px_size_nm": 100.0})):
+        table = read_table(path, **kwargs)
+        assert (table["x"][0], table["y"][0]) == pytest.approx((550.0, 350.0)), path.name
