@@ -171,6 +171,8 @@ def _info(table: LocTable) -> dict[str, Any]:
     for meta_key, key in (("width_px", "Width"), ("height_px", "Height"), ("n_frames", "numberOfFrames")):
         if table.meta.get(meta_key):
             info[key] = float(table.meta[meta_key])
+    if "Width" in info and "Height" in info:
+        info["roi"] = np.array([[0.0, 0.0, info["Width"], info["Height"]]])  # x, y, width, height (px)
     return info
 
 

@@ -183,3 +183,14 @@ def test_frc_refuses_a_single_time_block_and_reports_no_crossing_for_noise():
         frc(x, y, np.zeros(500, int), 5.0)
     noise = frc(x, y, rng.integers(0, 1000, 500), 5.0, n_splits=2)  # every point seen once: no shared structure
     assert noise.resolution_nm is None or noise.resolution_nm > 200
+
+
+def test_frc_cli_writes_curve_and_resolution(tmp_path):
+    x, y, frame = _blinking(6, 10.0, 5.0, n_fluor=1500, size_nm=2000.0, frames=5000)
+    src = write_table(LocTable.from_arrays(frame=frame, x=x, y=y), tmp_path / "t.h5")[0]
+    out = _run("frc", str(src), str(tmp_path / "frc"), "--pixel", "2", "--splits", "2")
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "frc/frc.json").read_text())
+    expected = 2 * np.pi * 10.0 / np.sqrt(np.log(6 * 5.0))
+    assert report["resolution_nm"] == pytest.approx(expected, rel=0.12)
+    assert (tmp_path / "frc/frc.png").read_bytes()[:4] == b"\x89PNG"
