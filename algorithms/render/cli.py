@@ -156,8 +156,9 @@ def cmd_render(argv: list[str]) -> int:
     image, grid, stats = render_tables(tables, params)
     progress(0.8, "write")
     if png:
+        legend = ("turbo", *stats["z_range_nm"], "z (nm)") if "z_range_nm" in stats else None
         output.save_png(image, png, grid.pixel_nm, params["scalebar_nm"], cmap=params["cmap"],
-                        percentile=params["percentile"])
+                        percentile=params["percentile"], legend=legend)
     if tiff:
         output.save_tiff(image, tiff, grid.pixel_nm, bits=int(params["tiff_bits"]))
     if report:

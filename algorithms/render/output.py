@@ -44,8 +44,12 @@ def _atomic(path: Path):
 
 
 def save_png(image: np.ndarray, path: Path, pixel_nm: float, scalebar_nm: float | None = None,
-             cmap: str = "hot", percentile: float = 99.5) -> Path:
-    """Grey-level (colormapped) or RGB image as a PNG, one image pixel per PNG pixel, scale bar bottom right."""
+             cmap: str = "hot", percentile: float = 99.5,
+             legend: tuple[str, float, float, str] | None = None) -> Path:
+    """Grey-level (colormapped) or RGB image as a PNG, one image pixel per PNG pixel, scale bar bottom right.
+
+    `legend` = (colormap, low, high, label), e.g. ("turbo", -400, 400, "z (nm)"), adds a colour bar bottom left.
+    """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -71,6 +75,14 @@ def save_png(image: np.ndarray, path: Path, pixel_nm: float, scalebar_nm: float 
                     va="bottom", fontsize=max(6, min(24, height / 40 * 72 / dpi * 1.5)))
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
+    if legend is not None and width >= 128 and height >= 128:
+        name, low, high, label = legend
+        bar = fig.add_axes((0.04, 0.05, 0.25, 0.025))
+        bar.imshow(np.linspace(0, 1, 256)[None, :], cmap=name, aspect="auto")
+        bar.set_xticks([0, 255], [f"{low:.4g}", f"{high:.4g}"])
+        bar.set_yticks([])
+        bar.tick_params(colors="white", labelsize=8, length=2)
+        bar.set_title(label, color="white", fontsize=8)
     with _atomic(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path
