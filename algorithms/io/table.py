@@ -18,6 +18,9 @@ UNITS: dict[str, str] = {
     "sigma_x": "nm", "sigma_y": "nm", "sigma_z": "nm",  # localization precision (1 s.d.)
     "photons": "photons", "bg": "photons/px", "prob": "1",
     "channel": "index", "id": "index",
+    # Written by several formats; kept canonical so conversions between them need no renaming.
+    "psf_sigma_x": "nm", "psf_sigma_y": "nm",  # fitted PSF width (1 s.d.)
+    "photons_sigma": "photons", "bg_sigma": "photons/px",  # uncertainty of photons / bg (1 s.d.)
 }
 REQUIRED = ("frame", "x", "y")
 _INT_COLUMNS = {"frame", "channel", "id"}
@@ -62,6 +65,12 @@ class LocTable:
     def with_columns(self, **columns: np.ndarray) -> LocTable:
         """A copy with columns added or replaced."""
         return LocTable({**self.columns, **columns}, dict(self.meta))
+
+    def unit(self, name: str) -> str:
+        """Unit of a column: canonical ones from UNITS, others from `meta["units"]` ('' when unknown)."""
+        if name in UNITS:
+            return UNITS[name]
+        return str(self.meta.get("units", {}).get(name, ""))
 
     @classmethod
     def from_arrays(cls, meta: dict[str, Any] | None = None, **columns: Any) -> LocTable:

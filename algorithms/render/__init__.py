@@ -1,0 +1,1 @@
+"""Super-resolution images, FRC resolution and QC reports from localization tables (nm, design §6)."""
