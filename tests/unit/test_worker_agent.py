@@ -101,7 +101,7 @@ def start_agent(tmp_path: Path, config: Path, *extra: str) -> subprocess.Popen:
 def stop_agent(proc: subprocess.Popen, tmp_path: Path) -> int:
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout=30)
+        return proc.wait(timeout=90)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AssertionError((tmp_path / "agent.log").read_text()) from None
@@ -183,7 +183,7 @@ def test_broker_mode_runs_a_job_drops_a_duplicate_and_hands_back_on_sigterm(port
         sender = portal_side_celery(tmp_path / "broker")
         first = portal.add_job(SELFTEST)
         sender.send_task("locus.run_job", args=[first], queue="cpu")
-        portal.wait_for(lambda: portal.jobs[first].status == "succeeded", timeout=60)
+        portal.wait_for(lambda: portal.jobs[first].status == "succeeded", timeout=120)
         assert portal.worker_heartbeats and "cpu_count" in portal.worker_heartbeats[0]["capabilities"]
 
         sender.send_task("locus.run_job", args=[first], queue="cpu")  # a duplicate delivery
@@ -191,7 +191,7 @@ def test_broker_mode_runs_a_job_drops_a_duplicate_and_hands_back_on_sigterm(port
 
         second = portal.add_job(STUBBORN)
         sender.send_task("locus.run_job", args=[second], queue="cpu")
-        portal.wait_for(lambda: (a := portal.attempt_of(second)) is not None and "pid" in a.log, timeout=30)
+        portal.wait_for(lambda: (a := portal.attempt_of(second)) is not None and "pid" in a.log, timeout=90)
         assert stop_agent(agent, tmp_path) == 0
     finally:
         if agent.poll() is None:
@@ -207,7 +207,7 @@ def test_pull_mode_claims_by_long_poll_and_stops_on_sigterm(portal, enrolled, tm
     job_id = portal.add_job({**STUBBORN, "params": {"sleep_s": 0, "output": "report.json"}})
     agent = start_agent(tmp_path, enrolled, "--pull")
     try:
-        portal.wait_for(lambda: portal.jobs[job_id].status == "succeeded", timeout=60)
+        portal.wait_for(lambda: portal.jobs[job_id].status == "succeeded", timeout=120)
         t0 = time.monotonic()
         assert stop_agent(agent, tmp_path) == 0
     finally:
@@ -223,7 +223,7 @@ def test_a_killed_agent_takes_its_job_with_it(portal, enrolled, tmp_path):
     agent = start_agent(tmp_path, enrolled, "--pull")
     try:
         attempt = portal.wait_for(
-            lambda: (a := portal.attempt_of(job_id)) and "pid" in a.log and a, timeout=30
+            lambda: (a := portal.attempt_of(job_id)) and "pid" in a.log and a, timeout=90
         )
         pid = json.loads(attempt.log.splitlines()[0])["pid"]
         agent.kill()  # SIGKILL: no chance to stop the job itself

@@ -108,7 +108,7 @@ class FakePortal:
             attempt.status = "lost"
             self.jobs[attempt.job_id].status = "queued"
 
-    def wait_for(self, predicate: Any, timeout: float = 30.0) -> Any:
+    def wait_for(self, predicate: Any, timeout: float = 90.0) -> Any:
         deadline = time.monotonic() + timeout
         with self.changed:
             while True:
