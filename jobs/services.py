@@ -6,6 +6,8 @@ Business rules live here (and transitions in `jobs.states`); views only translat
 from __future__ import annotations
 
 import subprocess
+import time
+import uuid
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -220,7 +222,7 @@ def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dic
             raise InvalidInput({f"inputs.{slot.name}": f"needs {slot.describe_count()} file(s), got {len(ids)}"})
         files = []
         for i, file_id in enumerate(ids):
-            file = File.objects.filter(pk=_uuid_or_none(file_id), owner=user, status=File.Status.READY).first()
+            file = File.objects.filter(pk=parse_uuid(file_id), owner=user, status=File.Status.READY).first()
             if file is None:
                 raise InvalidInput({f"inputs.{slot.name}.{i}": f"no file {file_id!r} among your files"})
             if slot.suffixes and file.suffix not in slot.suffixes:
@@ -231,9 +233,8 @@ def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dic
     return resolved
 
 
-def _uuid_or_none(value: Any):
-    import uuid
-
+def parse_uuid(value: Any) -> uuid.UUID | None:
+    """A UUID from user input, or None: a malformed id is simply 'not found', never a 500."""
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -278,7 +279,7 @@ def worker_heartbeat(worker: Worker, capabilities: dict | None) -> Worker:
 
 def claim(job_id, worker: Worker) -> Attempt:
     """A worker asks for a job it was sent; 409 unless queued and covered by the worker's hardware."""
-    job = Job.objects.filter(pk=_uuid_or_none(job_id)).first()
+    job = Job.objects.filter(pk=parse_uuid(job_id)).first()
     if job is None:
         raise NotFound("no such job")
     if not reg.covers(worker.capabilities or {}, job.spec.get("hardware", {})):
@@ -289,8 +290,6 @@ def claim(job_id, worker: Worker) -> Attempt:
 
 def claim_next(worker: Worker, wait_s: float = 0.0) -> Attempt | None:
     """Pull mode: the oldest queued job this worker can run, long-polling up to `wait_s` seconds."""
-    import time
-
     deadline = time.monotonic() + max(0.0, min(float(wait_s), 30.0))
     queues = set(worker_queues(worker))
     while True:

@@ -44,7 +44,7 @@ class WorkerView(APIView):
     def attempt(self, request, attempt_id) -> Attempt:
         """The attempt named in the URL, if it is this worker's; its fencing token is checked by the state."""
         attempt = Attempt.objects.select_related("job", "worker").filter(
-            pk=services._uuid_or_none(attempt_id)).first()
+            pk=services.parse_uuid(attempt_id)).first()
         if attempt is None:
             raise services.NotFound("no such attempt")
         if attempt.worker_id != request.user.pk:
