@@ -1,0 +1,335 @@
+"""Cubic-spline PSF rendering: CuPy RawKernels and their exact NumPy CPU twins, side by side.
+
+Conventions of this layer (the science layer converts nm and channels into them):
+
+* ``coeff`` is float32 ``(Ny, Nx, Nz, 64)``: axis 0 runs along frame rows (y), axis 1 along columns (x),
+  axis 2 along z. Cell ``(i, j, k)`` holds the power-basis polynomial
+  ``sum c[i, j, k, p + 4 q + 16 s] * ty**p * tx**q * tz**s`` with ``t`` in ``[0, 1)`` the offset inside the
+  cell, so the spline's node ``(i, j, k)`` sits at spline coordinate ``(i, j, k)``. This is SMAP's index
+  order (``16 z + 4 y + x`` with SMAP's x = first array axis = image rows).
+* Emitters are given in frame pixels, ``y_px`` along rows and ``x_px`` along columns, with the centre of
+  pixel ``(r, c)`` at ``(r + 0.5, c + 0.5)``; ``z_sp`` is in spline z units (``ref_z + z_nm / dz``).
+* ``ref = (ref_y, ref_x)`` is the spline coordinate of the PSF centre. The expected photons of one
+  emitter in pixel ``(r, c)`` are ``photons * S(ref_y + r + 0.5 - y_px, ref_x + c + 0.5 - x_px, z_sp)``.
+  Every pixel of an emitter's ROI shares the same fractional offset ``(ty, tx, tz)``, so an emitter's ROI
+  is exactly the ``Ny x Nx`` cells of the spline, starting at frame pixel ``(r0, c0)``.
+* z outside the spline is clamped to its first/last cell (the polynomial is extrapolated within it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+CHUNK_EMITTERS = 4096  # CPU twin: bounds the gathered-coefficient buffer to ~0.8 GB for a 27 x 27 spline
+
+
+def roi_origin(pos_px: np.ndarray, ref: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer ROI start (frame pixel) and the shared fractional offset t in [0, 1) for each emitter."""
+    f = np.asarray(pos_px, dtype=np.float32) - np.float32(0.5) - np.float32(ref)
+    start = np.ceil(f)
+    return start.astype(np.int64), (start - f).astype(np.float32)
+
+
+def _z_cell(z_sp: np.ndarray, nz: int) -> tuple[np.ndarray, np.ndarray]:
+    z = np.asarray(z_sp, dtype=np.float32)
+    k = np.clip(np.floor(z), 0, nz - 1)
+    return k.astype(np.int64), (z - k).astype(np.float32)
+
+
+def _powers(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) powers t^0..t^3 and their derivatives 0, 1, 2t, 3t^2."""
+    one = np.ones_like(t)
+    p = np.stack([one, t, t * t, t * t * t], axis=1)
+    d = np.stack([np.zeros_like(t), one, 2 * t, 3 * t * t], axis=1)
+    return p, d
+
+
+def _basis(ty: np.ndarray, tx: np.ndarray, tz: np.ndarray, derivatives: bool) -> np.ndarray:
+    """(N, 64) basis in index order p + 4q + 16s, or (N, 4, 64) with d/dty, d/dtx, d/dtz appended."""
+    py, dy = _powers(ty)
+    px, dx = _powers(tx)
+    pz, dz = _powers(tz)
+
+    def outer(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        # index s*16 + q*4 + p  ->  einsum order (s, q, p)
+        return np.einsum("ns,nq,np->nsqp", c, b, a).reshape(len(a), 64)
+
+    val = outer(py, px, pz)
+    if not derivatives:
+        return val
+    return np.stack([val, outer(dy, px, pz), outer(py, dx, pz), outer(py, px, dz)], axis=1)
+
+
+def _coeff_by_z(coeff: np.ndarray) -> np.ndarray:
+    c = np.asarray(coeff, dtype=np.float32)
+    if c.ndim != 4 or c.shape[3] != 64:
+        raise ValueError(f"spline coefficients must have shape (Ny, Nx, Nz, 64), not {c.shape}")
+    return np.ascontiguousarray(c.transpose(2, 0, 1, 3))  # (Nz, Ny, Nx, 64)
+
+
+def spline_rois_cpu(
+    coeff: np.ndarray,
+    ref: tuple[float, float],
+    y_px: np.ndarray,
+    x_px: np.ndarray,
+    z_sp: np.ndarray,
+    derivatives: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit-photon PSF ROIs of N emitters (CPU twin).
+
+    Returns ``(rois, r0, c0)``: ``rois`` is float32 ``(N, Ny, Nx)``, or ``(N, 4, Ny, Nx)`` holding the value
+    and its derivatives with respect to ``y_px``, ``x_px`` (per frame pixel) and ``z_sp`` (per spline z
+    unit) when ``derivatives``; ``r0, c0`` are the frame pixels of each ROI's top-left corner.
+    """
+    cz = _coeff_by_z(coeff)
+    nz, ny, nx, _ = cz.shape
+    r0, ty = roi_origin(y_px, ref[0])
+    c0, tx = roi_origin(x_px, ref[1])
+    k, tz = _z_cell(z_sp, nz)
+    n = len(r0)
+    out = np.empty((n, 4, ny, nx) if derivatives else (n, ny, nx), dtype=np.float32)
+    for s in range(0, n, CHUNK_EMITTERS):
+        e = slice(s, s + CHUNK_EMITTERS)
+        basis = _basis(ty[e], tx[e], tz[e], derivatives)  # (n, 64) or (n, 4, 64)
+        g = cz[k[e]].reshape(len(basis), ny * nx, 64)
+        if derivatives:
+            vals = np.matmul(g, basis.transpose(0, 2, 1))  # (n, ny*nx, 4)
+            vals = vals.transpose(0, 2, 1).reshape(-1, 4, ny, nx)
+            vals[:, 1:3] *= -1.0  # d/dy_px = -d/dty (the spline coordinate is ref + r + 0.5 - y)
+            out[e] = vals
+        else:
+            out[e] = np.matmul(g, basis[:, :, None]).reshape(-1, ny, nx)
+    return out, r0, c0
+
+
+def render_frames_cpu(
+    coeff: np.ndarray,
+    ref: tuple[float, float],
+    frame: np.ndarray,
+    y_px: np.ndarray,
+    x_px: np.ndarray,
+    z_sp: np.ndarray,
+    photons: np.ndarray,
+    shape: tuple[int, int, int],
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Accumulate ``photons * PSF`` of every emitter into float32 frames ``(T, H, W)`` (CPU twin).
+
+    Pixels of an ROI that fall outside the frame are dropped.
+    """
+    t_frames, h, w = shape
+    if out is None:
+        out = np.zeros(shape, dtype=np.float32)
+    frame = np.asarray(frame, dtype=np.int64)
+    photons = np.asarray(photons, dtype=np.float32)
+    ny, nx = np.shape(coeff)[:2]
+    ii, jj = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    flat = out.reshape(-1)
+    for s in range(0, len(frame), CHUNK_EMITTERS):
+        e = slice(s, s + CHUNK_EMITTERS)
+        rois, r0, c0 = spline_rois_cpu(coeff, ref, y_px[e], x_px[e], z_sp[e])
+        rr = r0[:, None, None] + ii
+        cc = c0[:, None, None] + jj
+        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w) & ((frame[e] >= 0) & (frame[e] < t_frames))[:, None, None]
+        idx = ((frame[e][:, None, None] * h + rr) * w + cc)[ok]
+        vals = (rois * photons[e][:, None, None])[ok]
+        # bincount over the touched range only: frames are sorted in practice, so this stays small
+        lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+        if hi > lo:
+            flat[lo:hi] += np.bincount(idx - lo, weights=vals, minlength=hi - lo).astype(np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CUDA (CuPy RawKernels). One thread per (emitter, ROI pixel); frames accumulate with atomicAdd. The index
+# arithmetic mirrors the CPU twin exactly (float32 ceil/floor of the same expressions).
+
+_KERNEL_SOURCE = r"""
+extern "C" {
+
+__device__ __forceinline__ void spline_setup(
+    float y, float x, float z, float ref_y, float ref_x, int nz,
+    int* r0, int* c0, int* k, float* ty, float* tx, float* tz)
+{
+    float fy = y - 0.5f - ref_y;
+    float fx = x - 0.5f - ref_x;
+    float sy = ceilf(fy), sx = ceilf(fx);
+    *r0 = (int)sy; *c0 = (int)sx;
+    *ty = sy - fy; *tx = sx - fx;
+    float kz = floorf(z);
+    kz = fminf(fmaxf(kz, 0.0f), (float)(nz - 1));
+    *k = (int)kz; *tz = z - kz;
+}
+
+__global__ void spline_render(
+    const float* __restrict__ coeff, const int ny, const int nx, const int nz,
+    const float ref_y, const float ref_x,
+    const int* __restrict__ frame, const float* __restrict__ y, const float* __restrict__ x,
+    const float* __restrict__ z, const float* __restrict__ phot, const long long n_em,
+    const int T, const int H, const int W, float* __restrict__ out)
+{
+    long long roi = (long long)ny * nx;
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= n_em * roi) return;
+    long long e = tid / roi;
+    int pix = (int)(tid - e * roi);
+    int i = pix / nx, j = pix - (pix / nx) * nx;
+    int r0, c0, k; float ty, tx, tz;
+    spline_setup(y[e], x[e], z[e], ref_y, ref_x, nz, &r0, &c0, &k, &ty, &tx, &tz);
+    int r = r0 + i, c = c0 + j, f = frame[e];
+    if (r < 0 || r >= H || c < 0 || c >= W || f < 0 || f >= T) return;
+    const float* cf = coeff + (((long long)i * nx + j) * nz + k) * 64;
+    float val = 0.0f, pz = 1.0f;
+    for (int s = 0; s < 4; s++) {
+        float px = 1.0f;
+        for (int q = 0; q < 4; q++) {
+            float py = 1.0f;
+            for (int p = 0; p < 4; p++) {
+                val += cf[p + 4 * q + 16 * s] * py * px * pz;
+                py *= ty;
+            }
+            px *= tx;
+        }
+        pz *= tz;
+    }
+    atomicAdd(out + ((long long)f * H + r) * W + c, phot[e] * val);
+}
+
+__global__ void spline_rois(
+    const float* __restrict__ coeff, const int ny, const int nx, const int nz,
+    const float ref_y, const float ref_x,
+    const float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ z,
+    const long long n_em, const int derivs, float* __restrict__ out)
+{
+    long long roi = (long long)ny * nx;
+    long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= n_em * roi) return;
+    long long e = tid / roi;
+    int pix = (int)(tid - e * roi);
+    int i = pix / nx, j = pix - (pix / nx) * nx;
+    int r0, c0, k; float ty, tx, tz;
+    spline_setup(y[e], x[e], z[e], ref_y, ref_x, nz, &r0, &c0, &k, &ty, &tx, &tz);
+    const float* cf = coeff + (((long long)i * nx + j) * nz + k) * 64;
+    float v = 0.0f, dy = 0.0f, dx = 0.0f, dz = 0.0f;
+    float pz = 1.0f, dpz = 0.0f;
+    for (int s = 0; s < 4; s++) {
+        float px = 1.0f, dpx = 0.0f;
+        for (int q = 0; q < 4; q++) {
+            float py = 1.0f, dpy = 0.0f;
+            for (int p = 0; p < 4; p++) {
+                float cc = cf[p + 4 * q + 16 * s];
+                v += cc * py * px * pz;
+                dy += cc * dpy * px * pz;
+                dx += cc * py * dpx * pz;
+                dz += cc * py * px * dpz;
+                dpy = dpy * ty + py; py *= ty;
+            }
+            dpx = dpx * tx + px; px *= tx;
+        }
+        dpz = dpz * tz + pz; pz *= tz;
+    }
+    if (derivs) {
+        float* o = out + e * 4 * roi + pix;
+        o[0] = v; o[roi] = -dy; o[2 * roi] = -dx; o[3 * roi] = dz;
+    } else {
+        out[e * roi + pix] = v;
+    }
+}
+
+}
+"""
+
+_KERNELS: dict[str, Any] = {}
+THREADS = 256
+
+
+def _kernel(name: str) -> Any:
+    if name not in _KERNELS:
+        import cupy
+
+        module = cupy.RawModule(code=_KERNEL_SOURCE, options=("--std=c++11",))
+        _KERNELS["spline_render"] = module.get_function("spline_render")
+        _KERNELS["spline_rois"] = module.get_function("spline_rois")
+    return _KERNELS[name]
+
+
+def _dev(a: Any, dtype: Any) -> Any:
+    import cupy
+
+    return cupy.ascontiguousarray(cupy.asarray(a, dtype=dtype))
+
+
+def render_frames_cuda(
+    coeff: Any,
+    ref: tuple[float, float],
+    frame: Any,
+    y_px: Any,
+    x_px: Any,
+    z_sp: Any,
+    photons: Any,
+    shape: tuple[int, int, int],
+    out: Any | None = None,
+    chunk: int = 1 << 22,
+) -> Any:
+    """CUDA twin of :func:`render_frames_cpu`; inputs may be NumPy or CuPy, the result stays on the device.
+
+    Emitters are processed ``chunk`` at a time so the launch grid stays bounded.
+    """
+    import cupy
+    import numpy
+
+    c = _dev(coeff, numpy.float32)
+    ny, nx, nz, _ = c.shape
+    t_frames, h, w = shape
+    if out is None:
+        out = cupy.zeros(shape, dtype=cupy.float32)
+    frame, y_px, x_px = _dev(frame, numpy.int32), _dev(y_px, numpy.float32), _dev(x_px, numpy.float32)
+    z_sp, photons = _dev(z_sp, numpy.float32), _dev(photons, numpy.float32)
+    kern = _kernel("spline_render")
+    roi = ny * nx
+    for s in range(0, int(frame.shape[0]), chunk):
+        e = slice(s, s + chunk)
+        n = int(frame[e].shape[0])
+        blocks = (n * roi + THREADS - 1) // THREADS
+        kern(
+            (blocks,), (THREADS,),
+            (c, numpy.int32(ny), numpy.int32(nx), numpy.int32(nz), numpy.float32(ref[0]), numpy.float32(ref[1]),
+             frame[e], y_px[e], x_px[e], z_sp[e], photons[e], numpy.int64(n),
+             numpy.int32(t_frames), numpy.int32(h), numpy.int32(w), out),
+        )
+    return out
+
+
+def spline_rois_cuda(
+    coeff: Any, ref: tuple[float, float], y_px: Any, x_px: Any, z_sp: Any, derivatives: bool = False
+) -> tuple[Any, Any, Any]:
+    """CUDA twin of :func:`spline_rois_cpu` (ROIs on the device, r0/c0 on the host)."""
+    import cupy
+    import numpy
+
+    c = _dev(coeff, numpy.float32)
+    ny, nx, nz, _ = c.shape
+    y_d, x_d, z_d = _dev(y_px, numpy.float32), _dev(x_px, numpy.float32), _dev(z_sp, numpy.float32)
+    n = int(y_d.shape[0])
+    out = cupy.empty((n, 4, ny, nx) if derivatives else (n, ny, nx), dtype=cupy.float32)
+    blocks = (n * ny * nx + THREADS - 1) // THREADS
+    if n:
+        _kernel("spline_rois")(
+            (blocks,), (THREADS,),
+            (c, numpy.int32(ny), numpy.int32(nx), numpy.int32(nz), numpy.float32(ref[0]), numpy.float32(ref[1]),
+             y_d, x_d, z_d, numpy.int64(n), numpy.int32(1 if derivatives else 0), out),
+        )
+    r0, _ = roi_origin(cupy.asnumpy(y_d), ref[0])
+    c0, _ = roi_origin(cupy.asnumpy(x_d), ref[1])
+    return out, r0, c0
+
+
+def render_frames(*args: Any, backend: str = "auto", **kwargs: Any) -> Any:
+    """Dispatch to the CUDA kernel or the CPU twin ('auto' picks CUDA when available)."""
+    from compute.device import resolve_backend
+
+    if resolve_backend(backend) == "cuda":
+        return render_frames_cuda(*args, **kwargs)
+    return render_frames_cpu(*args, **kwargs)
