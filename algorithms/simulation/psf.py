@@ -173,12 +173,14 @@ def sample(psf: Any, x_px: Any, y_px: Any, z_nm: Any, shape: tuple[int, int], de
     n = rois.shape[0]
     rh, rw = rois.shape[-2:]
     out = np.zeros((n, 4, h, w) if derivatives else (n, h, w), dtype=np.float64)
-    for e in range(n):  # few emitters (fits, CRLB); frames use the vectorised renderer
-        ra, rb = max(0, -r0[e]), min(rh, h - r0[e])
-        ca, cb = max(0, -c0[e]), min(rw, w - c0[e])
-        if ra >= rb or ca >= cb:
-            continue
-        out[e, ..., r0[e] + ra : r0[e] + rb, c0[e] + ca : c0[e] + cb] = rois[e, ..., ra:rb, ca:cb]
+    rr = r0[:, None, None] + np.arange(rh)[None, :, None]
+    cc = c0[:, None, None] + np.arange(rw)[None, None, :]
+    ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    e, i, j = np.nonzero(ok)
+    if derivatives:
+        out[e, :, rr[e, i, 0], cc[e, 0, j]] = rois[e, :, i, j]
+    else:
+        out[e, rr[e, i, 0], cc[e, 0, j]] = rois[e, i, j]
     return out
 
 
