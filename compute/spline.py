@@ -333,3 +333,29 @@ def render_frames(*args: Any, backend: str = "auto", **kwargs: Any) -> Any:
     if resolve_backend(backend) == "cuda":
         return render_frames_cuda(*args, **kwargs)
     return render_frames_cpu(*args, **kwargs)
+
+
+def render_frames_loop(
+    coeff: np.ndarray, ref: tuple[float, float], frame: np.ndarray, y_px: np.ndarray, x_px: np.ndarray,
+    z_sp: np.ndarray, photons: np.ndarray, shape: tuple[int, int, int],
+) -> np.ndarray:
+    """A straightforward per-emitter NumPy loop (float64): the independent reference and the benchmark's
+    baseline. Same conventions as :func:`render_frames_cpu`."""
+    c = np.asarray(coeff, dtype=np.float64)
+    ny, nx, nz, _ = c.shape
+    t_frames, h, w = shape
+    out = np.zeros(shape, dtype=np.float64)
+    for e in range(len(frame)):
+        fy = float(y_px[e]) - 0.5 - ref[0]
+        fx = float(x_px[e]) - 0.5 - ref[1]
+        r0, c0 = int(np.ceil(fy)), int(np.ceil(fx))
+        ty, tx = r0 - fy, c0 - fx
+        k = int(min(max(np.floor(z_sp[e]), 0), nz - 1))
+        tz = float(z_sp[e]) - k
+        basis = np.array([ty**p * tx**q * tz**s for s in range(4) for q in range(4) for p in range(4)])
+        roi = photons[e] * (c[:, :, k, :] @ basis)
+        ra, rb = max(0, -r0), min(ny, h - r0)
+        ca, cb = max(0, -c0), min(nx, w - c0)
+        if 0 <= frame[e] < t_frames and ra < rb and ca < cb:
+            out[frame[e], r0 + ra : r0 + rb, c0 + ca : c0 + cb] += roi[ra:rb, ca:cb]
+    return out

@@ -45,13 +45,12 @@ def fisher_single(
 
 
 def crlb_from_fisher(fisher: np.ndarray, drop_unidentifiable: bool = True) -> np.ndarray:
-    """``sqrt(diag(I⁻¹))`` per emitter. Parameters with zero information (e.g. z of a 2-D Gaussian) are
-    removed before inverting and reported as ``inf``."""
+    """``sqrt(diag(I⁻¹))`` per emitter. Parameters with exactly zero information (e.g. z of a 2-D Gaussian)
+    are removed before inverting and reported as ``inf``."""
     f = np.asarray(fisher, dtype=np.float64)
     out = np.full(f.shape[:-1], np.inf)
     for n in range(f.shape[0]):
-        keep = np.diag(f[n]) > 1e-12 * max(np.abs(np.diag(f[n])).max(), 1e-300) if drop_unidentifiable else \
-            np.ones(f.shape[-1], bool)
+        keep = np.diag(f[n]) > 0 if drop_unidentifiable else np.ones(f.shape[-1], bool)
         sub = f[n][np.ix_(keep, keep)]
         out[n, keep] = np.sqrt(np.diag(np.linalg.inv(sub)))
     return out
