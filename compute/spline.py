@@ -132,7 +132,13 @@ def render_frames_cpu(
         rois, r0, c0 = spline_rois_cpu(coeff, ref, y_px[e], x_px[e], z_sp[e])
         rr = r0[:, None, None] + ii
         cc = c0[:, None, None] + jj
-        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w) & ((frame[e] >= 0) & (frame[e] < t_frames))[:, None, None]
+        ok = (
+            (rr >= 0)
+            & (rr < h)
+            & (cc >= 0)
+            & (cc < w)
+            & ((frame[e] >= 0) & (frame[e] < t_frames))[:, None, None]
+        )
         idx = ((frame[e][:, None, None] * h + rr) * w + cc)[ok]
         vals = (rois * photons[e][:, None, None])[ok]
         # bincount over the touched range only: frames are sorted in practice, so this stays small
@@ -294,10 +300,26 @@ def render_frames_cuda(
         n = int(frame[e].shape[0])
         blocks = (n * roi + THREADS - 1) // THREADS
         kern(
-            (blocks,), (THREADS,),
-            (c, numpy.int32(ny), numpy.int32(nx), numpy.int32(nz), numpy.float32(ref[0]), numpy.float32(ref[1]),
-             frame[e], y_px[e], x_px[e], z_sp[e], photons[e], numpy.int64(n),
-             numpy.int32(t_frames), numpy.int32(h), numpy.int32(w), out),
+            (blocks,),
+            (THREADS,),
+            (
+                c,
+                numpy.int32(ny),
+                numpy.int32(nx),
+                numpy.int32(nz),
+                numpy.float32(ref[0]),
+                numpy.float32(ref[1]),
+                frame[e],
+                y_px[e],
+                x_px[e],
+                z_sp[e],
+                photons[e],
+                numpy.int64(n),
+                numpy.int32(t_frames),
+                numpy.int32(h),
+                numpy.int32(w),
+                out,
+            ),
         )
     return out
 
@@ -317,9 +339,22 @@ def spline_rois_cuda(
     blocks = (n * ny * nx + THREADS - 1) // THREADS
     if n:
         _kernel("spline_rois")(
-            (blocks,), (THREADS,),
-            (c, numpy.int32(ny), numpy.int32(nx), numpy.int32(nz), numpy.float32(ref[0]), numpy.float32(ref[1]),
-             y_d, x_d, z_d, numpy.int64(n), numpy.int32(1 if derivatives else 0), out),
+            (blocks,),
+            (THREADS,),
+            (
+                c,
+                numpy.int32(ny),
+                numpy.int32(nx),
+                numpy.int32(nz),
+                numpy.float32(ref[0]),
+                numpy.float32(ref[1]),
+                y_d,
+                x_d,
+                z_d,
+                numpy.int64(n),
+                numpy.int32(1 if derivatives else 0),
+                out,
+            ),
         )
     r0, _ = roi_origin(cupy.asnumpy(y_d), ref[0])
     c0, _ = roi_origin(cupy.asnumpy(x_d), ref[1])
@@ -336,8 +371,14 @@ def render_frames(*args: Any, backend: str = "auto", **kwargs: Any) -> Any:
 
 
 def render_frames_loop(
-    coeff: np.ndarray, ref: tuple[float, float], frame: np.ndarray, y_px: np.ndarray, x_px: np.ndarray,
-    z_sp: np.ndarray, photons: np.ndarray, shape: tuple[int, int, int],
+    coeff: np.ndarray,
+    ref: tuple[float, float],
+    frame: np.ndarray,
+    y_px: np.ndarray,
+    x_px: np.ndarray,
+    z_sp: np.ndarray,
+    photons: np.ndarray,
+    shape: tuple[int, int, int],
 ) -> np.ndarray:
     """A straightforward per-emitter NumPy loop (float64): the independent reference and the benchmark's
     baseline. Same conventions as :func:`render_frames_cpu`."""

@@ -89,14 +89,20 @@ def read_smap_3dcal(path: str | Path) -> Calibration:
     except CalibrationError:
         raise
     except Exception as exc:  # truncated or not a MATLAB file at all
-        raise CalibrationError(f"{p.name}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc})") from None
+        raise CalibrationError(
+            f"{p.name}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc})"
+        ) from None
     psfs, stacks = [], []
     for ch, cs in enumerate(raw):
         if "coeff" not in cs:
-            raise CalibrationError(f"{p.name}: channel {ch} has no cspline.coeff (is this a 3D spline calibration?)")
+            raise CalibrationError(
+                f"{p.name}: channel {ch} has no cspline.coeff (is this a 3D spline calibration?)"
+            )
         coeff = np.asarray(cs["coeff"], dtype=np.float32)
         if coeff.ndim != 4 or coeff.shape[3] != 64:
-            raise CalibrationError(f"{p.name}: cspline.coeff has shape {coeff.shape}, expected (Nx, Ny, Nz, 64)")
+            raise CalibrationError(
+                f"{p.name}: cspline.coeff has shape {coeff.shape}, expected (Nx, Ny, Nz, 64)"
+            )
         try:
             x0 = float(np.ravel(cs["x0"])[0])
             z0 = float(np.ravel(cs["z0"])[0])
@@ -139,7 +145,9 @@ def _smap_from_v7(p: Path) -> list[dict[str, Any]]:
         if isinstance(c, np.ndarray) and c.dtype == object:
             cs["coeff"] = c.ravel()[0]
         if hasattr(sxy, "PSF"):
-            cs["PSF"] = sxy.PSF.ravel()[0] if isinstance(sxy.PSF, np.ndarray) and sxy.PSF.dtype == object else sxy.PSF
+            cs["PSF"] = (
+                sxy.PSF.ravel()[0] if isinstance(sxy.PSF, np.ndarray) and sxy.PSF.dtype == object else sxy.PSF
+            )
         out.append(cs)
     return out
 
@@ -190,8 +198,13 @@ def _smap_from_h5(p: Path) -> list[dict[str, Any]]:
     return out
 
 
-def write_smap_3dcal(path: str | Path, psfs: list[SplinePSF], stacks: list[np.ndarray] | None = None,
-                     version: str = "7", multichannel: bool = False) -> None:
+def write_smap_3dcal(
+    path: str | Path,
+    psfs: list[SplinePSF],
+    stacks: list[np.ndarray] | None = None,
+    version: str = "7",
+    multichannel: bool = False,
+) -> None:
     """Write spline PSFs in SMAP's ``*_3dcal.mat`` layout (for tests and for exchange with SMAP/DECODE).
 
     ``version`` '7' writes through scipy, '7.3' writes HDF5 with MATLAB's userblock, transposed datasets,
@@ -201,8 +214,12 @@ def write_smap_3dcal(path: str | Path, psfs: list[SplinePSF], stacks: list[np.nd
     p = Path(path)
     fields = []
     for k, psf in enumerate(psfs):
-        cs = {"coeff": psf.coeff.astype(np.float32), "x0": float(psf.ref[0] + 1.0), "z0": float(psf.ref[2]),
-              "dz": float(psf.dz_nm)}
+        cs = {
+            "coeff": psf.coeff.astype(np.float32),
+            "x0": float(psf.ref[0] + 1.0),
+            "z0": float(psf.ref[2]),
+            "dz": float(psf.dz_nm),
+        }
         st = None if stacks is None else np.asarray(stacks[k], dtype=np.float64).transpose(1, 2, 0)
         fields.append((cs, st))
     if version == "7":
@@ -294,7 +311,9 @@ def read_uipsf_h5(path: str | Path) -> Calibration:
                 stacks = [np.asarray(res["I_model"][()], dtype=np.float64)]
             else:
                 names = sorted((k for k in res if k.startswith("channel")), key=lambda k: int(k[7:] or 0))
-                stacks = [np.asarray(res[k]["I_model"][()], dtype=np.float64) for k in names if "I_model" in res[k]]
+                stacks = [
+                    np.asarray(res[k]["I_model"][()], dtype=np.float64) for k in names if "I_model" in res[k]
+                ]
             if not stacks:
                 raise CalibrationError(f"{p.name}: no res/I_model voxel PSF in the file")
             params = json.loads(f.attrs["params"]) if "params" in f.attrs else {}
@@ -309,7 +328,9 @@ def read_uipsf_h5(path: str | Path) -> Calibration:
     psfs = []
     for k, st in enumerate(stacks):
         if st.ndim != 3:
-            raise CalibrationError(f"{p.name}: I_model of channel {k} has shape {st.shape}, expected (z, y, x)")
+            raise CalibrationError(
+                f"{p.name}: I_model of channel {k} has shape {st.shape}, expected (z, y, x)"
+            )
         psf = spline_from_stack(st, dz_nm, normalise=False)
         psf.meta.update({"source": p.name, "channel": k})
         psfs.append(psf)
@@ -323,8 +344,13 @@ def read_uipsf_h5(path: str | Path) -> Calibration:
     return Calibration(psfs, transforms, size, list(stacks), p.name)
 
 
-def write_uipsf_h5(path: str | Path, stacks: list[np.ndarray], px_size_nm: float, dz_nm: float,
-                   transforms: list[np.ndarray] | None = None) -> None:
+def write_uipsf_h5(
+    path: str | Path,
+    stacks: list[np.ndarray],
+    px_size_nm: float,
+    dz_nm: float,
+    transforms: list[np.ndarray] | None = None,
+) -> None:
     """Write voxel PSFs in uiPSF's result layout (tests; exchange)."""
     import h5py
 
@@ -334,11 +360,18 @@ def write_uipsf_h5(path: str | Path, stacks: list[np.ndarray], px_size_nm: float
             res.create_dataset("I_model", data=np.asarray(stacks[0], dtype=np.float32))
         else:
             for k, st in enumerate(stacks):
-                res.create_group(f"channel{k}").create_dataset("I_model", data=np.asarray(st, dtype=np.float32))
+                res.create_group(f"channel{k}").create_dataset(
+                    "I_model", data=np.asarray(st, dtype=np.float32)
+                )
         if transforms is not None and len(transforms) > 1:
             res.create_dataset("T", data=np.stack([np.asarray(t, dtype=np.float64) for t in transforms[1:]]))
-        f.attrs["params"] = json.dumps({"pixelsize_x": px_size_nm / 1000.0, "pixelsize_y": px_size_nm / 1000.0,
-                                        "pixelsize_z": dz_nm / 1000.0})
+        f.attrs["params"] = json.dumps(
+            {
+                "pixelsize_x": px_size_nm / 1000.0,
+                "pixelsize_y": px_size_nm / 1000.0,
+                "pixelsize_z": dz_nm / 1000.0,
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------------ beads
@@ -354,7 +387,9 @@ def read_bead_stack(path: str | Path, dz_nm: float = 50.0, focus_index: float | 
     except Exception as exc:
         raise CalibrationError(f"{p.name}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
     if st.ndim != 3 or min(st.shape) < 4:
-        raise CalibrationError(f"{p.name}: a bead stack must be (z, y, x) with at least 4 per axis, not {st.shape}")
+        raise CalibrationError(
+            f"{p.name}: a bead stack must be (z, y, x) with at least 4 per axis, not {st.shape}"
+        )
     st = np.clip(st - np.percentile(st, 1.0), 0.0, None)
     psf = spline_from_stack(st, dz_nm, focus_index=focus_index, normalise=True)
     psf.meta.update({"source": p.name})

@@ -51,12 +51,15 @@ class Camera:
         if self.spurious_e < 0:
             raise ValueError(f"camera spurious_e must be >= 0 electrons/px/frame, not {self.spurious_e}")
         if self.kind == "scmos" and self.em_gain is not None:
-            raise ValueError(f"an sCMOS camera has no EM gain (got em_gain: {self.em_gain}); use em_gain: null")
+            raise ValueError(
+                f"an sCMOS camera has no EM gain (got em_gain: {self.em_gain}); use em_gain: null"
+            )
         if self.kind == "perfect" and self.em_gain is not None:
-            raise ValueError(f"a perfect camera has no EM gain (got em_gain: {self.em_gain}); use em_gain: null")
-        if self.kind == "emccd":
-            if self.em_gain is None or not self.em_gain > 1.0:
-                raise ValueError(f"EMCCD em_gain must be a number > 1, not {self.em_gain}")
+            raise ValueError(
+                f"a perfect camera has no EM gain (got em_gain: {self.em_gain}); use em_gain: null"
+            )
+        if self.kind == "emccd" and (self.em_gain is None or not self.em_gain > 1.0):
+            raise ValueError(f"EMCCD em_gain must be a number > 1, not {self.em_gain}")
         for name in ("read_noise_e", "e_per_adu", "baseline"):
             v = np.asarray(getattr(self, name), dtype=np.float64)
             if v.ndim not in (0, 2):
@@ -70,7 +73,9 @@ class Camera:
         if np.any(np.asarray(self.read_noise_e) < 0):
             raise ValueError("camera read_noise_e must be >= 0")
         if self.kind == "perfect" and (self.spurious_e or np.any(np.asarray(self.read_noise_e))):
-            raise ValueError("a perfect camera has no spurious charge or read noise; use kind: emccd or scmos")
+            raise ValueError(
+                "a perfect camera has no spurious charge or read noise; use kind: emccd or scmos"
+            )
 
     @property
     def gain(self) -> float:
@@ -133,11 +138,25 @@ class Camera:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The 2016 SMLM challenge's EMCCD (as used for DECODE's challenge training).
-    "smlm-challenge-emccd": {"kind": "emccd", "qe": 0.9, "spurious_e": 0.002, "em_gain": 300.0,
-                             "read_noise_e": 74.4, "e_per_adu": 45.0, "baseline": 100.0},
+    "smlm-challenge-emccd": {
+        "kind": "emccd",
+        "qe": 0.9,
+        "spurious_e": 0.002,
+        "em_gain": 300.0,
+        "read_noise_e": 74.4,
+        "e_per_adu": 45.0,
+        "baseline": 100.0,
+    },
     # A typical back-illuminated-class sCMOS (e.g. Hamamatsu ORCA-Flash4.0 v3 figures).
-    "scmos-typical": {"kind": "scmos", "qe": 0.82, "spurious_e": 0.0, "em_gain": None,
-                      "read_noise_e": 1.6, "e_per_adu": 0.46, "baseline": 100.0},
+    "scmos-typical": {
+        "kind": "scmos",
+        "qe": 0.82,
+        "spurious_e": 0.0,
+        "em_gain": None,
+        "read_noise_e": 1.6,
+        "e_per_adu": 0.46,
+        "baseline": 100.0,
+    },
     "perfect": {"kind": "perfect"},
 }
 

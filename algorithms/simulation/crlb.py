@@ -30,7 +30,13 @@ def _denominator(mu: np.ndarray, camera: Camera | None) -> tuple[np.ndarray, flo
 
 
 def fisher_single(
-    psf: Any, x_px: Any, y_px: Any, z_nm: Any, photons: Any, bg: Any, shape: tuple[int, int],
+    psf: Any,
+    x_px: Any,
+    y_px: Any,
+    z_nm: Any,
+    photons: Any,
+    bg: Any,
+    shape: tuple[int, int],
     camera: Camera | None = None,
 ) -> np.ndarray:
     """Fisher information ``(N, 5, 5)`` for parameters (x_px, y_px, z_nm, photons, bg) on ``shape`` windows
@@ -56,15 +62,31 @@ def crlb_from_fisher(fisher: np.ndarray, drop_unidentifiable: bool = True) -> np
     return out
 
 
-def crlb_single(psf: Any, x_px: Any, y_px: Any, z_nm: Any, photons: Any, bg: Any, shape: tuple[int, int],
-                camera: Camera | None = None) -> np.ndarray:
+def crlb_single(
+    psf: Any,
+    x_px: Any,
+    y_px: Any,
+    z_nm: Any,
+    photons: Any,
+    bg: Any,
+    shape: tuple[int, int],
+    camera: Camera | None = None,
+) -> np.ndarray:
     """CRLB ``(N, 5)``: σ of x_px, y_px, z_nm, photons, bg."""
     return crlb_from_fisher(fisher_single(psf, x_px, y_px, z_nm, photons, bg, shape, camera))
 
 
 def fisher_multichannel(
-    psfs: list[Any], geometry: Any, x_px: float, y_px: float, z_nm: float, photons: float, bg: list[float],
-    shape: tuple[int, int], camera: Camera | None = None, ratios: list[float] | None = None,
+    psfs: list[Any],
+    geometry: Any,
+    x_px: float,
+    y_px: float,
+    z_nm: float,
+    photons: float,
+    bg: list[float],
+    shape: tuple[int, int],
+    camera: Camera | None = None,
+    ratios: list[float] | None = None,
     link_photons: bool = True,
 ) -> np.ndarray:
     """Fisher information of one emitter seen in C channels with shared x, y (reference px) and z.
@@ -104,7 +126,11 @@ def fisher_multichannel(
 
 
 def fit_mle(
-    psf: Any, data: np.ndarray, init: np.ndarray | None = None, iterations: int = 60, fit_z: bool = True,
+    psf: Any,
+    data: np.ndarray,
+    init: np.ndarray | None = None,
+    iterations: int = 60,
+    fit_z: bool = True,
 ) -> np.ndarray:
     """Batched Poisson MLE (Levenberg-Marquardt with the Fisher matrix as curvature) of spots ``(N, H, W)``
     in photons. Returns ``(N, 5)``: x_px, y_px, z_nm, photons, bg (window top-left pixel at 0, 0)."""
@@ -115,7 +141,9 @@ def fit_mle(
         sig = np.clip(d - bg0[:, None, None], 0, None)
         tot = np.maximum(sig.sum((1, 2)), 1.0)
         yy, xx = np.mgrid[0:h, 0:w] + 0.5
-        init = np.stack([(sig * xx).sum((1, 2)) / tot, (sig * yy).sum((1, 2)) / tot, np.zeros(n), tot, bg0], 1)
+        init = np.stack(
+            [(sig * xx).sum((1, 2)) / tot, (sig * yy).sum((1, 2)) / tot, np.zeros(n), tot, bg0], 1
+        )
     theta = np.array(init, dtype=np.float64)
     free = np.array([True, True, fit_z, True, True])
 
@@ -135,7 +163,10 @@ def fit_mle(
     for _ in range(iterations):
         grad = np.einsum("napq,npq->na", jac, 1.0 - d / mu)
         hess = np.einsum("napq,nbpq->nab", jac, jac / mu[:, None])
-        damp = hess + lam[:, None, None] * np.eye(hess.shape[1]) * np.diagonal(hess, axis1=1, axis2=2)[:, :, None]
+        damp = (
+            hess
+            + lam[:, None, None] * np.eye(hess.shape[1]) * np.diagonal(hess, axis1=1, axis2=2)[:, :, None]
+        )
         step = np.linalg.solve(damp, -grad[:, :, None])[..., 0]
         trial = theta.copy()
         trial[:, free] += step

@@ -51,15 +51,23 @@ class FrameEmitters:
 # ------------------------------------------------------------------------------------------------ structures
 
 
-def uniform_positions(n: int, extent_nm: tuple[float, float], z_range_nm: tuple[float, float], rng: Any) -> tuple:
+def uniform_positions(
+    n: int, extent_nm: tuple[float, float], z_range_nm: tuple[float, float], rng: Any
+) -> tuple:
     """``n`` positions uniform in ``[0, W) × [0, H) × [z0, z1]`` with ``extent_nm = (W_nm, H_nm)``."""
     w, h = extent_nm
     return rng.uniform(0, w, n), rng.uniform(0, h, n), rng.uniform(z_range_nm[0], z_range_nm[1], n)
 
 
 def filament_positions(
-    n: int, extent_nm: tuple[float, float], z_range_nm: tuple[float, float], rng: Any,
-    n_filaments: int = 10, persistence_nm: float = 5000.0, step_nm: float = 20.0, width_nm: float = 12.5,
+    n: int,
+    extent_nm: tuple[float, float],
+    z_range_nm: tuple[float, float],
+    rng: Any,
+    n_filaments: int = 10,
+    persistence_nm: float = 5000.0,
+    step_nm: float = 20.0,
+    width_nm: float = 12.5,
 ) -> tuple:
     """``n`` positions on ``n_filaments`` microtubule-like worm-like chains (persistence length
     ``persistence_nm``) crossing the field, z varying smoothly within ``z_range_nm``, jittered by a
@@ -161,7 +169,9 @@ def sample_fluorophores(
     kind = structure if isinstance(structure, str) else structure.get("kind", "uniform")
     opts = {} if isinstance(structure, str) else {k: v for k, v in structure.items() if k != "kind"}
     if kind == "positions" or positions_nm is not None:
-        pos = np.asarray(positions_nm if positions_nm is not None else opts.get("positions_nm"), dtype=np.float64)
+        pos = np.asarray(
+            positions_nm if positions_nm is not None else opts.get("positions_nm"), dtype=np.float64
+        )
         if pos.ndim != 2 or pos.shape[1] not in (2, 3):
             raise ValueError("positions_nm must be an (N, 2) or (N, 3) array of nm")
         n = len(pos)
@@ -197,5 +207,12 @@ def frame_emitters(fl: Fluorophores, n_frames: int) -> FrameEmitters:
     keep = frac > 0
     order = np.lexsort((idx[keep], frame[keep]))
     sel = np.flatnonzero(keep)[order]
-    return FrameEmitters(frame[sel], idx[sel], fl.x_nm[idx[sel]], fl.y_nm[idx[sel]], fl.z_nm[idx[sel]],
-                         photons[sel], fl.dye[idx[sel]])
+    return FrameEmitters(
+        frame[sel],
+        idx[sel],
+        fl.x_nm[idx[sel]],
+        fl.y_nm[idx[sel]],
+        fl.z_nm[idx[sel]],
+        photons[sel],
+        fl.dye[idx[sel]],
+    )

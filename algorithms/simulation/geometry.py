@@ -87,7 +87,9 @@ class ChannelGeometry:
         """d(x_k, y_k)/d(x_ref, y_ref): the linear part of reference → channel k."""
         return self._inv[k][:2, :2].copy()
 
-    def indicator_maps(self, shape: tuple[int, int], scale_px: float | None = None) -> tuple[np.ndarray, float]:
+    def indicator_maps(
+        self, shape: tuple[int, int], scale_px: float | None = None
+    ) -> tuple[np.ndarray, float]:
         """``(C, 2, H, W)`` float32: for each reference pixel centre, where the same point appears in channel
         k minus where it is in the reference (dx, dy in px), divided by ``scale_px`` (default: the largest
         absolute offset, or 1 when all are below 1) so the maps are O(1). Channel 0 is zero."""
@@ -103,8 +105,12 @@ class ChannelGeometry:
 
 
 def channel_photons(
-    photons: np.ndarray, dye: np.ndarray, n_channels: int, model: str = "independent",
-    transmission: np.ndarray | None = None, plane_ratios: np.ndarray | None = None,
+    photons: np.ndarray,
+    dye: np.ndarray,
+    n_channels: int,
+    model: str = "independent",
+    transmission: np.ndarray | None = None,
+    plane_ratios: np.ndarray | None = None,
 ) -> np.ndarray:
     """Photons per channel ``(M, C)`` from emitter photons.
 
@@ -131,7 +137,9 @@ def channel_photons(
             raise ValueError("the ratiometric photon model needs a dye × channel transmission matrix")
         t = np.asarray(transmission, dtype=np.float64)
         if t.ndim != 2 or t.shape[1] != n_channels or np.any(t < 0):
-            raise ValueError(f"transmission must be a non-negative (dyes, {n_channels}) matrix, not shape {t.shape}")
+            raise ValueError(
+                f"transmission must be a non-negative (dyes, {n_channels}) matrix, not shape {t.shape}"
+            )
         if np.any(dye >= t.shape[0]):
             raise ValueError(f"dye index beyond the transmission matrix's {t.shape[0]} rows")
         return p[:, None] * t[np.asarray(dye, dtype=np.int64)]

@@ -75,7 +75,12 @@ class GaussianPSF:
         return e, d_pos, d_sig
 
     def rois(
-        self, x_px: Any, y_px: Any, z_nm: Any, derivatives: bool = False, origin: tuple[Any, Any] | None = None
+        self,
+        x_px: Any,
+        y_px: Any,
+        z_nm: Any,
+        derivatives: bool = False,
+        origin: tuple[Any, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit-photon ROIs ``(N, roi, roi)`` centred on each emitter (or starting at ``origin=(r0, c0)``)."""
         x = np.atleast_1d(np.asarray(x_px, dtype=np.float64))
@@ -96,7 +101,9 @@ class GaussianPSF:
             return val, r0, c0
         d_x = ey[:, :, None] * dex[:, None, :]
         d_y = dey[:, :, None] * ex[:, None, :]
-        d_z = (dsey * dsy[:, None])[:, :, None] * ex[:, None, :] + ey[:, :, None] * (dsex * dsx[:, None])[:, None, :]
+        d_z = (dsey * dsy[:, None])[:, :, None] * ex[:, None, :] + ey[:, :, None] * (dsex * dsx[:, None])[
+            :, None, :
+        ]
         return np.stack([val, d_x, d_y, d_z], axis=1), r0, c0
 
 
@@ -133,7 +140,12 @@ class SplinePSF:
         return self.ref[2] + np.asarray(z_nm, dtype=np.float64) / self.dz_nm
 
     def rois(
-        self, x_px: Any, y_px: Any, z_nm: Any, derivatives: bool = False, origin: tuple[Any, Any] | None = None
+        self,
+        x_px: Any,
+        y_px: Any,
+        z_nm: Any,
+        derivatives: bool = False,
+        origin: tuple[Any, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit-photon ROIs ``(N, Ny, Nx)``; derivatives ``(N, 4, Ny, Nx)`` = value, d/dx_px, d/dy_px, d/dz_nm.
 
@@ -163,7 +175,9 @@ class SplinePSF:
         return np.einsum("nm,nm->n", c[i, j, k].astype(np.float64), basis)
 
 
-def sample(psf: Any, x_px: Any, y_px: Any, z_nm: Any, shape: tuple[int, int], derivatives: bool = False) -> np.ndarray:
+def sample(
+    psf: Any, x_px: Any, y_px: Any, z_nm: Any, shape: tuple[int, int], derivatives: bool = False
+) -> np.ndarray:
     """PSF(s) of emitters sampled on a whole ``(H, W)`` pixel window whose top-left pixel is (0, 0).
 
     Returns ``(N, H, W)`` or ``(N, 4, H, W)`` (value, d/dx_px, d/dy_px, d/dz_nm). Used by CRLB and fitting.
@@ -236,9 +250,7 @@ def spline_from_stack(
     return SplinePSF(spline_coefficients(s), ((ny - 1) / 2, (nx - 1) / 2, kf), dz_nm, {"source": "stack"})
 
 
-def gaussian_stack(
-    psf: GaussianPSF, size_px: int, z_nm: np.ndarray, oversample: int = 1
-) -> np.ndarray:
+def gaussian_stack(psf: GaussianPSF, size_px: int, z_nm: np.ndarray, oversample: int = 1) -> np.ndarray:
     """A ``(Nz, size, size)`` pixel-integrated Gaussian z-stack centred on the central pixel's centre."""
     c = size_px / 2.0
     out = np.empty((len(z_nm), size_px, size_px))

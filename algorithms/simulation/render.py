@@ -18,8 +18,15 @@ from compute.device import array_module, resolve_backend
 
 
 def render_psf(
-    psf: Any, frame: np.ndarray, x_px: np.ndarray, y_px: np.ndarray, z_nm: np.ndarray, photons: np.ndarray,
-    shape: tuple[int, int, int], backend: str = "cpu", out: Any = None,
+    psf: Any,
+    frame: np.ndarray,
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    z_nm: np.ndarray,
+    photons: np.ndarray,
+    shape: tuple[int, int, int],
+    backend: str = "cpu",
+    out: Any = None,
 ) -> Any:
     """Accumulate ``photons × PSF`` into frames ``(T, H, W)`` float32 (device array on 'cuda')."""
     if isinstance(psf, SplinePSF):
@@ -162,12 +169,16 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
     for k, p in enumerate(psfs):
         rh, rw = p.roi_shape
         if rh > h or rw > w:
-            raise ValueError(f"the PSF ROI of channel {k} ({rh} x {rw} px) is larger than the frame ({h} x {w} px)")
+            raise ValueError(
+                f"the PSF ROI of channel {k} ({rh} x {rw} px) is larger than the frame ({h} x {w} px)"
+            )
     transforms = cfg.transforms
     if transforms is None and calibration is not None and len(calibration.transforms) == cfg.n_channels:
         transforms = calibration.transforms
-    geom = ChannelGeometry(list(transforms) if transforms is not None else [np.eye(3)] * cfg.n_channels,
-                           [tuple(o) for o in cfg.roi_offsets] if cfg.roi_offsets else [])
+    geom = ChannelGeometry(
+        list(transforms) if transforms is not None else [np.eye(3)] * cfg.n_channels,
+        [tuple(o) for o in cfg.roi_offsets] if cfg.roi_offsets else [],
+    )
     if geom.n_channels != cfg.n_channels:
         raise ValueError(f"{geom.n_channels} transforms given for {cfg.n_channels} channels")
     z_range = cfg.z_range_nm
@@ -183,15 +194,28 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
         raise ValueError(f"z_range_nm must be [low, high], not {list(z_range)}")
     extent = (w * cfg.px_size_nm, h * cfg.px_size_nm)
     fl = sample_fluorophores(
-        cfg.n_frames, extent, rng, cfg.density_per_um2,
+        cfg.n_frames,
+        extent,
+        rng,
+        cfg.density_per_um2,
         None if cfg.density_per_um2 is not None else cfg.emitters_per_frame,
-        cfg.on_time_frames, tuple(z_range), cfg.structure, cfg.flux, cfg.n_dyes,
+        cfg.on_time_frames,
+        tuple(z_range),
+        cfg.structure,
+        cfg.flux,
+        cfg.n_dyes,
         cfg.n_channels if cfg.photon_model == "independent" else 1,
     )
     em: FrameEmitters = frame_emitters(fl, cfg.n_frames)
     ratios = cfg.plane_ratios
-    ph = channel_photons(em.photons, em.dye, cfg.n_channels, cfg.photon_model,
-                         None if cfg.transmission is None else np.asarray(cfg.transmission), ratios)
+    ph = channel_photons(
+        em.photons,
+        em.dye,
+        cfg.n_channels,
+        cfg.photon_model,
+        None if cfg.transmission is None else np.asarray(cfg.transmission),
+        ratios,
+    )
     if on_progress:
         on_progress(0.2, "emitters", emitters=len(em))
     xp = array_module(backend)
@@ -213,9 +237,18 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
     else:
         noise_rng = np.random.default_rng(cfg.seed + 1)
     adu = camera.forward(frames, noise_rng)
-    cols: dict[str, Any] = {"frame": em.frame, "id": em.id, "x": em.x_nm, "y": em.y_nm, "z": em.z_nm,
-                            "photons": ph.sum(axis=1), "dye": em.dye}
+    cols: dict[str, Any] = {
+        "frame": em.frame,
+        "id": em.id,
+        "x": em.x_nm,
+        "y": em.y_nm,
+        "z": em.z_nm,
+        "photons": ph.sum(axis=1),
+        "dye": em.dye,
+    }
     for k in range(cfg.n_channels):
         cols[f"photons_c{k}"] = ph[:, k]
-    truth = LocTable.from_arrays({"px_size_nm": cfg.px_size_nm, "source": "simulation", "seed": cfg.seed}, **cols)
+    truth = LocTable.from_arrays(
+        {"px_size_nm": cfg.px_size_nm, "source": "simulation", "seed": cfg.seed}, **cols
+    )
     return SimulationResult(frames, adu, truth, camera, bg, geom)

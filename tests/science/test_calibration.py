@@ -24,11 +24,13 @@ from tests.science.conftest import Z_NODES_NM
 @pytest.mark.parametrize("version", ["7", "7.3"])
 @pytest.mark.parametrize("n_channels", [1, 2])
 @pytest.mark.parametrize("multichannel", [False, True])
-def test_smap_3dcal_round_trip_keeps_coefficients_reference_and_dz(tmp_path, spline, gauss_stack, version,
-                                                                    n_channels, multichannel):
+def test_smap_3dcal_round_trip_keeps_coefficients_reference_and_dz(
+    tmp_path, spline, gauss_stack, version, n_channels, multichannel
+):
     path = tmp_path / "beads_3dcal.mat"
-    write_smap_3dcal(path, [spline] * n_channels, [gauss_stack] * n_channels, version=version,
-                     multichannel=multichannel)
+    write_smap_3dcal(
+        path, [spline] * n_channels, [gauss_stack] * n_channels, version=version, multichannel=multichannel
+    )
     cal = read_calibration(path)
     assert cal.n_channels == n_channels
     for psf in cal.psfs:

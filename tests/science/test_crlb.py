@@ -59,11 +59,17 @@ def test_mle_fit_of_1000_emitters_reaches_the_crlb_within_15pct(which, spline):
 
 def test_multichannel_with_linked_photons_beats_one_channel_and_matches_two_identical_channels():
     psf = GaussianPSF(sigma_px=1.3, roi_px=15)
-    one = crlb_from_fisher(fisher_multichannel([psf], ChannelGeometry.identity(1), 20.0, 20.0, 0.0,
-                                               2000.0, [10.0], (15, 15))[None])[0]
+    one = crlb_from_fisher(
+        fisher_multichannel([psf], ChannelGeometry.identity(1), 20.0, 20.0, 0.0, 2000.0, [10.0], (15, 15))[
+            None
+        ]
+    )[0]
     geo = ChannelGeometry([np.eye(3), translation(30.0, 2.0)])
-    two = crlb_from_fisher(fisher_multichannel([psf, psf], geo, 20.0, 20.0, 0.0, 2000.0, [10.0, 10.0],
-                                               (15, 15), ratios=[0.5, 0.5])[None])[0]
+    two = crlb_from_fisher(
+        fisher_multichannel(
+            [psf, psf], geo, 20.0, 20.0, 0.0, 2000.0, [10.0, 10.0], (15, 15), ratios=[0.5, 0.5]
+        )[None]
+    )[0]
     # the same photons split into two identical channels with half the background each would be equal;
     # with the full background in each channel it is a little worse than one channel
     assert two[0] > one[0] and two[0] < one[0] * 1.3

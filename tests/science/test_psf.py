@@ -36,7 +36,9 @@ def test_psf_derivatives_match_central_finite_differences(which, astig_gauss, sp
     hx, hz = (1e-5, 1e-3) if which == "gauss" else (2e-2, 2.0)
     for axis, (dx, dy, dz) in ((1, (hx, 0, 0)), (2, (0, hx, 0)), (3, (0, 0, hz))):
         h = dx + dy + dz
-        fd = (sample(psf, x + dx, y + dy, z + dz, (24, 24)) - sample(psf, x - dx, y - dy, z - dz, (24, 24))) / (2 * h)
+        fd = (
+            sample(psf, x + dx, y + dy, z + dz, (24, 24)) - sample(psf, x - dx, y - dy, z - dz, (24, 24))
+        ) / (2 * h)
         scale = np.abs(d[:, axis]).max()
         tol = 1e-6 if which == "gauss" else 2e-3
         assert np.abs(fd - d[:, axis]).max() / scale < tol, f"axis {axis}"

@@ -43,12 +43,22 @@ def test_rendered_photons_inside_the_frame_add_up(spline):
 def test_simulation_frames_hold_truth_photons_plus_background(spline):
     from algorithms.io.calibration import Calibration
 
-    cfg = SimulationConfig.from_dict({"n_frames": 100, "frame_shape": [64, 64], "emitters_per_frame": 1,
-                                      "z_range_nm": [-250, 250],
-                                      "background": {"value": 20.0}, "camera": "scmos-typical",
-                                      "n_channels": 2, "photon_model": "biplane", "plane_ratios": [1.0, 0.7],
-                                      "transforms": [np.eye(3).tolist(), [[1, 0, 1.5], [0, 1, -2.0], [0, 0, 1]]],
-                                      "seed": 3, "backend": "cpu"})
+    cfg = SimulationConfig.from_dict(
+        {
+            "n_frames": 100,
+            "frame_shape": [64, 64],
+            "emitters_per_frame": 1,
+            "z_range_nm": [-250, 250],
+            "background": {"value": 20.0},
+            "camera": "scmos-typical",
+            "n_channels": 2,
+            "photon_model": "biplane",
+            "plane_ratios": [1.0, 0.7],
+            "transforms": [np.eye(3).tolist(), [[1, 0, 1.5], [0, 1, -2.0], [0, 0, 1]]],
+            "seed": 3,
+            "backend": "cpu",
+        }
+    )
     res = simulate(cfg, Calibration([spline]))
     tr = res.truth
     assert res.photons.shape == (100, 2, 64, 64) and res.adu.shape == (100, 2, 64, 64)

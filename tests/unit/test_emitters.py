@@ -11,8 +11,14 @@ from algorithms.simulation.emitters import draw_flux, frame_emitters, sample_flu
 def test_blinking_gives_the_asked_mean_photons_and_density_per_frame():
     rng = np.random.default_rng(31)
     tau, flux, n_frames = 3.0, 2000.0, 2000
-    fl = sample_fluorophores(n_frames, (6400.0, 6400.0), rng, density_per_um2=0.5, on_time_frames=tau,
-                             flux={"dist": "fixed", "value": flux})
+    fl = sample_fluorophores(
+        n_frames,
+        (6400.0, 6400.0),
+        rng,
+        density_per_um2=0.5,
+        on_time_frames=tau,
+        flux={"dist": "fixed", "value": flux},
+    )
     em = frame_emitters(fl, n_frames)
     per_frame = np.bincount(em.frame, minlength=n_frames)
     # emitters touching a frame: density × area (the model's definition), within 3 %
@@ -49,8 +55,9 @@ def test_flux_distributions():
 def test_structures_stay_in_the_field_and_z_range():
     rng = np.random.default_rng(34)
     for structure in ("uniform", {"kind": "filaments", "n_filaments": 3}):
-        fl = sample_fluorophores(50, (5000.0, 4000.0), rng, mean_per_frame=20, z_range_nm=(-300, 200),
-                                 structure=structure)
+        fl = sample_fluorophores(
+            50, (5000.0, 4000.0), rng, mean_per_frame=20, z_range_nm=(-300, 200), structure=structure
+        )
         assert fl.x_nm.min() >= 0 and fl.x_nm.max() < 5000 and fl.y_nm.max() < 4000
         assert fl.z_nm.min() >= -300 and fl.z_nm.max() <= 200
     pos = np.array([[100.0, 200.0, 10.0], [300.0, 400.0, -20.0]])
@@ -61,8 +68,9 @@ def test_structures_stay_in_the_field_and_z_range():
 def test_filaments_are_concentrated_on_curves():
     """Filament positions occupy far fewer 100 nm bins than uniform ones."""
     rng = np.random.default_rng(35)
-    f = sample_fluorophores(100, (6400.0, 6400.0), rng, mean_per_frame=50, structure={"kind": "filaments",
-                            "n_filaments": 4})
+    f = sample_fluorophores(
+        100, (6400.0, 6400.0), rng, mean_per_frame=50, structure={"kind": "filaments", "n_filaments": 4}
+    )
     u = sample_fluorophores(100, (6400.0, 6400.0), rng, mean_per_frame=50)
     bins = lambda fl: len(set(zip((fl.x_nm // 100).astype(int), (fl.y_nm // 100).astype(int), strict=True)))  # noqa: E731
     assert bins(f) < 0.5 * bins(u)

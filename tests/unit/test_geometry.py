@@ -51,7 +51,9 @@ def test_singular_transform_is_rejected():
 def test_photon_models():
     ph = np.array([100.0, 200.0])
     dye = np.array([0, 1])
-    assert np.allclose(channel_photons(ph, dye, 2, "biplane", plane_ratios=[1.0, 0.8]), [[100, 80], [200, 160]])
+    assert np.allclose(
+        channel_photons(ph, dye, 2, "biplane", plane_ratios=[1.0, 0.8]), [[100, 80], [200, 160]]
+    )
     t = [[0.7, 0.3], [0.2, 0.8]]
     assert np.allclose(channel_photons(ph, dye, 2, "ratiometric", transmission=t), [[70, 30], [40, 160]])
     assert np.allclose(channel_photons(np.array([[1.0, 2.0]]), dye[:1], 2), [[1, 2]])
