@@ -164,6 +164,7 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
     through ``cfg.transforms`` (channel k → reference, sensor px); the ground truth is in reference nm."""
     rng = np.random.default_rng(cfg.seed)
     backend = resolve_backend(cfg.backend)
+    camera = camera_from_params(cfg.camera)  # fail on impossible settings before any work
     psfs = make_psfs(cfg, calibration)
     h, w = cfg.frame_shape
     for k, p in enumerate(psfs):
@@ -229,7 +230,6 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
         if on_progress:
             on_progress(0.2 + 0.6 * (k + 1) / cfg.n_channels, "render", channel=k)
     frames += xp.asarray(bg)
-    camera = camera_from_params(cfg.camera)
     if backend == "cuda":
         import cupy
 
