@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-CHUNK_EMITTERS = 4096  # CPU twin: bounds the gathered-coefficient buffer to ~0.8 GB for a 27 x 27 spline
+CHUNK_EMITTERS = 16384  # CPU twin: emitters per vectorised block (bounds temporaries to ~100 MB for 27 x 27)
 
 
 def roi_origin(pos_px: np.ndarray, ref: float) -> tuple[np.ndarray, np.ndarray]:
@@ -83,24 +83,35 @@ def spline_rois_cpu(
     and its derivatives with respect to ``y_px``, ``x_px`` (per frame pixel) and ``z_sp`` (per spline z
     unit) when ``derivatives``; ``r0, c0`` are the frame pixels of each ROI's top-left corner.
     """
-    cz = _coeff_by_z(coeff)
+    return _rois_cz(_coeff_by_z(coeff), ref, y_px, x_px, z_sp, derivatives)
+
+
+def _rois_cz(
+    cz: np.ndarray, ref: tuple[float, float], y_px: Any, x_px: Any, z_sp: Any, derivatives: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nz, ny, nx, _ = cz.shape
+    czt = cz.reshape(nz, ny * nx, 64).transpose(0, 2, 1)  # (Nz, 64, Ny*Nx) views for the GEMMs
     r0, ty = roi_origin(y_px, ref[0])
     c0, tx = roi_origin(x_px, ref[1])
     k, tz = _z_cell(z_sp, nz)
     n = len(r0)
     out = np.empty((n, 4, ny, nx) if derivatives else (n, ny, nx), dtype=np.float32)
+    n_terms = 4 if derivatives else 1
+    flat = out.reshape(n, n_terms, ny * nx)
     for s in range(0, n, CHUNK_EMITTERS):
-        e = slice(s, s + CHUNK_EMITTERS)
-        basis = _basis(ty[e], tx[e], tz[e], derivatives)  # (n, 64) or (n, 4, 64)
-        g = cz[k[e]].reshape(len(basis), ny * nx, 64)
-        if derivatives:
-            vals = np.matmul(g, basis.transpose(0, 2, 1))  # (n, ny*nx, 4)
-            vals = vals.transpose(0, 2, 1).reshape(-1, 4, ny, nx)
-            vals[:, 1:3] *= -1.0  # d/dy_px = -d/dty (the spline coordinate is ref + r + 0.5 - y)
-            out[e] = vals
-        else:
-            out[e] = np.matmul(g, basis[:, :, None]).reshape(-1, ny, nx)
+        e = np.arange(s, min(s + CHUNK_EMITTERS, n))
+        basis = _basis(ty[e], tx[e], tz[e], derivatives).reshape(len(e), n_terms, 64)
+        # group by z cell: one (Ny*Nx, 64) @ (64, m) GEMM per cell, no gathered copies of the coefficients
+        order = np.argsort(k[e], kind="stable")
+        ks, starts = np.unique(k[e][order], return_index=True)
+        bounds = np.append(starts, len(order))
+        for kk, a, b in zip(ks, bounds[:-1], bounds[1:], strict=True):
+            idx = e[order[a:b]]
+            sel = basis[order[a:b]].reshape(-1, 64)  # (m * n_terms, 64)
+            vals = sel @ czt[kk]  # (m * n_terms, Ny*Nx), emitter-major: no transpose copy
+            flat[idx] = vals.reshape(len(idx), n_terms, ny * nx)
+    if derivatives:
+        out[:, 1:3] *= -1.0  # d/dy_px = -d/dty (the spline coordinate is ref + r + 0.5 - y)
     return out, r0, c0
 
 
@@ -114,37 +125,52 @@ def render_frames_cpu(
     photons: np.ndarray,
     shape: tuple[int, int, int],
     out: np.ndarray | None = None,
+    frames_per_block: int | None = None,
 ) -> np.ndarray:
     """Accumulate ``photons * PSF`` of every emitter into float32 frames ``(T, H, W)`` (CPU twin).
 
-    Pixels of an ROI that fall outside the frame are dropped.
+    Pixels of an ROI that fall outside the frame are dropped. Frames are filled ``frames_per_block`` at a
+    time through a buffer padded by one ROI on each side (so no clipping arithmetic per pixel); within a
+    block, emitters are added in passes of at most one emitter per frame, so the vectorised ``+=`` never
+    sees a duplicate index.
     """
     t_frames, h, w = shape
     if out is None:
         out = np.zeros(shape, dtype=np.float32)
+    cz = _coeff_by_z(coeff)
+    _, ny, nx, _ = cz.shape
     frame = np.asarray(frame, dtype=np.int64)
     photons = np.asarray(photons, dtype=np.float32)
-    ny, nx = np.shape(coeff)[:2]
-    ii, jj = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-    flat = out.reshape(-1)
-    for s in range(0, len(frame), CHUNK_EMITTERS):
-        e = slice(s, s + CHUNK_EMITTERS)
-        rois, r0, c0 = spline_rois_cpu(coeff, ref, y_px[e], x_px[e], z_sp[e])
-        rr = r0[:, None, None] + ii
-        cc = c0[:, None, None] + jj
-        ok = (
-            (rr >= 0)
-            & (rr < h)
-            & (cc >= 0)
-            & (cc < w)
-            & ((frame[e] >= 0) & (frame[e] < t_frames))[:, None, None]
-        )
-        idx = ((frame[e][:, None, None] * h + rr) * w + cc)[ok]
-        vals = (rois * photons[e][:, None, None])[ok]
-        # bincount over the touched range only: frames are sorted in practice, so this stays small
-        lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
-        if hi > lo:
-            flat[lo:hi] += np.bincount(idx - lo, weights=vals, minlength=hi - lo).astype(np.float32)
+    y_px, x_px, z_sp = (np.asarray(a) for a in (y_px, x_px, z_sp))
+    r0, _ = roi_origin(y_px, ref[0])
+    c0, _ = roi_origin(x_px, ref[1])
+    keep = (frame >= 0) & (frame < t_frames) & (r0 > -ny) & (r0 < h) & (c0 > -nx) & (c0 < w)
+    sel = np.flatnonzero(keep)
+    sel = sel[np.argsort(frame[sel], kind="stable")]
+    ii = np.arange(ny)[None, :, None]
+    jj = np.arange(nx)[None, None, :]
+    fs = frame[sel]
+    if frames_per_block is None:  # about CHUNK_EMITTERS emitters per block: large GEMMs, bounded buffers
+        per_frame = max(len(sel) / max(t_frames, 1), 1e-3)
+        frames_per_block = int(np.clip(CHUNK_EMITTERS / per_frame, 16, 2048))
+    pad = np.zeros((min(frames_per_block, t_frames), h + 2 * ny, w + 2 * nx), dtype=np.float32)
+    for f_start in range(0, t_frames, frames_per_block):
+        f_stop = min(f_start + frames_per_block, t_frames)
+        a, b = np.searchsorted(fs, [f_start, f_stop])
+        if a == b:
+            continue
+        e = sel[a:b]
+        rois, rr0, cc0 = _rois_cz(cz, ref, y_px[e], x_px[e], z_sp[e], False)
+        rois *= photons[e][:, None, None]
+        fl = frame[e] - f_start
+        rank = np.arange(len(e)) - np.searchsorted(fl, fl)  # position of the emitter within its frame
+        pad[: f_stop - f_start] = 0.0
+        for j in range(int(rank.max()) + 1):
+            m = np.flatnonzero(rank == j)
+            pad[
+                fl[m][:, None, None], (rr0[m] + ny)[:, None, None] + ii, (cc0[m] + nx)[:, None, None] + jj
+            ] += rois[m]
+        out[f_start:f_stop] += pad[: f_stop - f_start, ny : ny + h, nx : nx + w]
     return out
 
 

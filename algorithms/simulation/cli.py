@@ -66,10 +66,17 @@ def png_bytes(img: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + g[r].tobytes() for r in range(h))
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 @contextlib.contextmanager
@@ -103,7 +110,9 @@ def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) ->
     names = list(truth.columns)
     with atomic_output(outputs / "truth.csv") as fh:
         fh.write(",".join(names) + "\n")
-        table = np.column_stack([truth[n].astype(np.float64) for n in names]) if len(truth) else np.zeros((0, 0))
+        table = (
+            np.column_stack([truth[n].astype(np.float64) for n in names]) if len(truth) else np.zeros((0, 0))
+        )
         fmt = ["%d" if truth[n].dtype.kind in "iu" else "%.4f" for n in names]
         buf = io.StringIO()
         if len(truth):
@@ -113,7 +122,9 @@ def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) ->
         g = f.create_group("truth")
         for n in names:
             g.create_dataset(n, data=truth[n])
-        g.attrs["units"] = json.dumps({"frame": "0-based", "x": "nm", "y": "nm", "z": "nm", "photons": "photons"})
+        g.attrs["units"] = json.dumps(
+            {"frame": "0-based", "x": "nm", "y": "nm", "z": "nm", "photons": "photons"}
+        )
         g.attrs["px_size_nm"] = cfg.px_size_nm
         g.attrs["seed"] = cfg.seed
     n_prev = min(len(photons), 50)

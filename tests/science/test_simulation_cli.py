@@ -20,16 +20,32 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(tmp_path: Path, params: dict, *extra: str) -> subprocess.CompletedProcess:
     p = tmp_path / "params.json"
     p.write_text(json.dumps(params))
-    cmd = [sys.executable, "-m", "algorithms.simulation", "simulate", "--params", str(p),
-           "--outputs", str(tmp_path / "out"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "algorithms.simulation",
+        "simulate",
+        "--params",
+        str(p),
+        "--outputs",
+        str(tmp_path / "out"),
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_cli_writes_frames_truth_preview_and_progress(tmp_path, spline, gauss_stack):
     cal = tmp_path / "beads_3dcal.mat"
     write_smap_3dcal(cal, [spline], [gauss_stack], version="7.3")
-    params = {"n_frames": 30, "frame_shape": [40, 48], "camera": "smlm-challenge-emccd", "n_channels": 2,
-              "photon_model": "biplane", "seed": 5, "backend": "cpu"}
+    params = {
+        "n_frames": 30,
+        "frame_shape": [40, 48],
+        "camera": "smlm-challenge-emccd",
+        "n_channels": 2,
+        "photon_model": "biplane",
+        "seed": 5,
+        "backend": "cpu",
+    }
     proc = _run(tmp_path, params, "--calibration", str(cal))
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
