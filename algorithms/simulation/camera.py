@@ -100,7 +100,10 @@ class Camera:
             raise ValueError("expected photons must be >= 0")
         e = rng.poisson(self.qe * lam + self.spurious_e).astype(xp.float32)
         if self.kind == "emccd":
-            e = rng.gamma(e, self.em_gain).astype(xp.float32)  # shape 0 gives 0
+            # the EM register: Gamma(e, gain) for e >= 1 electrons; zero stays zero (shape 0 is avoided
+            # because generators differ on it)
+            g = rng.gamma(xp.maximum(e, 1.0), self.em_gain).astype(xp.float32)
+            e = xp.where(e > 0, g, xp.float32(0.0))
         rn = self._map(self.read_noise_e, lam.shape, xp)
         if bool((rn > 0).any()):
             e = e + rng.normal(0.0, 1.0, size=lam.shape).astype(xp.float32) * rn

@@ -138,3 +138,18 @@ def test_cuda_simulation_stays_on_device_and_matches_cpu_expected_photons(spline
     assert isinstance(gpu.adu, cupy.ndarray)
     assert np.abs(cupy.asnumpy(gpu.photons) - cpu.photons).max() <= 1e-5 * cpu.photons.max()
     assert float(gpu.camera.inverse(gpu.adu).mean()) == pytest.approx(float(cpu.photons.mean()), rel=0.02)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["smlm-challenge-emccd", "scmos-typical"])
+def test_camera_on_device_is_unbiased_and_emccd_keeps_excess_noise(preset):
+    cupy = _cupy()
+    from algorithms.simulation.camera import camera_from_params
+
+    cam = camera_from_params(preset)
+    lam = cupy.full((200, 64, 64), 40.0, dtype=cupy.float32)
+    back = cam.inverse(cam.forward(lam, cupy.random.RandomState(7)))
+    assert isinstance(back, cupy.ndarray)
+    assert abs(float(back.mean()) - 40.0) / 40.0 < 0.01
+    if preset.endswith("emccd"):
+        assert float(back.var()) / 40.0 == pytest.approx(2.0 / 0.9, rel=0.05)  # F = 2, qe 0.9
