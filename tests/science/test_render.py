@@ -153,3 +153,24 @@ def test_camera_on_device_is_unbiased_and_emccd_keeps_excess_noise(preset):
     assert abs(float(back.mean()) - 40.0) / 40.0 < 0.01
     if preset.endswith("emccd"):
         assert float(back.var()) / 40.0 == pytest.approx(2.0 / 0.9, rel=0.05)  # F = 2, qe 0.9
+
+
+def test_backgrounds_uniform_per_frame_and_channel_and_smooth_in_space():
+    from algorithms.simulation.render import backgrounds
+
+    rng = np.random.default_rng(55)
+    flat = backgrounds(400, 2, (32, 32), {"low": 10.0, "high": 30.0}, rng)
+    assert flat.shape == (400, 2, 32, 32)
+    assert np.all(flat.std(axis=(2, 3)) < 1e-4)  # one level per frame and channel
+    assert flat[:, :, 0, 0].min() >= 10 and flat[:, :, 0, 0].max() <= 30
+    assert flat[:, :, 0, 0].mean() == pytest.approx(20.0, rel=0.03)
+    smooth = backgrounds(3, 1, (64, 64), {"value": 50.0, "smooth_amplitude": 0.4, "smooth_scale_px": 10}, rng)
+    img = smooth[0, 0]
+    assert (
+        img.min() >= 50 * 0.6 - 1e-3
+        and img.max() <= 50 * 1.4 + 1e-3
+        and img.mean() == pytest.approx(50, rel=0.02)
+    )
+    assert np.abs(np.diff(img, axis=1)).max() < 0.1 * (img.max() - img.min())  # smooth: small pixel steps
+    with pytest.raises(ValueError, match="smooth_amplitude"):
+        backgrounds(1, 1, (8, 8), {"value": 1.0, "smooth_amplitude": 1.5}, rng)
