@@ -103,7 +103,7 @@ def main() -> int:
                 strict=True,
             )
         )
-        coeff = cupy.asarray(spline.coeff)
+        coeff = sk.DeviceSpline(spline.coeff)  # uploaded once, kernel layout
         out = cupy.zeros((n, H, W), dtype=cupy.float32)
         rs = cupy.random.RandomState(3)
 

@@ -176,7 +176,9 @@ def render_frames_cpu(
 
 # ---------------------------------------------------------------------------------------------------------
 # CUDA (CuPy RawKernels). One thread per (emitter, ROI pixel); frames accumulate with atomicAdd. The index
-# arithmetic mirrors the CPU twin exactly (float32 ceil/floor of the same expressions).
+# arithmetic mirrors the CPU twin exactly (float32 ceil/floor of the same expressions). On the device the
+# coefficients are stored as (Nz, 64, Ny, Nx) ("kernel layout"): for one z cell and one term, neighbouring
+# threads (neighbouring pixels of an ROI) read neighbouring floats, so the loads coalesce.
 
 _KERNEL_SOURCE = r"""
 extern "C" {
@@ -212,14 +214,14 @@ __global__ void spline_render(
     spline_setup(y[e], x[e], z[e], ref_y, ref_x, nz, &r0, &c0, &k, &ty, &tx, &tz);
     int r = r0 + i, c = c0 + j, f = frame[e];
     if (r < 0 || r >= H || c < 0 || c >= W || f < 0 || f >= T) return;
-    const float* cf = coeff + (((long long)i * nx + j) * nz + k) * 64;
+    const float* cf = coeff + (long long)k * 64 * roi + pix;  // term m at cf[m * roi]
     float val = 0.0f, pz = 1.0f;
     for (int s = 0; s < 4; s++) {
         float px = 1.0f;
         for (int q = 0; q < 4; q++) {
             float py = 1.0f;
             for (int p = 0; p < 4; p++) {
-                val += cf[p + 4 * q + 16 * s] * py * px * pz;
+                val += cf[(long long)(p + 4 * q + 16 * s) * roi] * py * px * pz;
                 py *= ty;
             }
             px *= tx;
@@ -243,7 +245,7 @@ __global__ void spline_rois(
     int i = pix / nx, j = pix - (pix / nx) * nx;
     int r0, c0, k; float ty, tx, tz;
     spline_setup(y[e], x[e], z[e], ref_y, ref_x, nz, &r0, &c0, &k, &ty, &tx, &tz);
-    const float* cf = coeff + (((long long)i * nx + j) * nz + k) * 64;
+    const float* cf = coeff + (long long)k * 64 * roi + pix;  // term m at cf[m * roi]
     float v = 0.0f, dy = 0.0f, dx = 0.0f, dz = 0.0f;
     float pz = 1.0f, dpz = 0.0f;
     for (int s = 0; s < 4; s++) {
@@ -251,7 +253,7 @@ __global__ void spline_rois(
         for (int q = 0; q < 4; q++) {
             float py = 1.0f, dpy = 0.0f;
             for (int p = 0; p < 4; p++) {
-                float cc = cf[p + 4 * q + 16 * s];
+                float cc = cf[(long long)(p + 4 * q + 16 * s) * roi];
                 v += cc * py * px * pz;
                 dy += cc * dpy * px * pz;
                 dx += cc * py * dpx * pz;
@@ -287,6 +289,30 @@ def _kernel(name: str) -> Any:
     return _KERNELS[name]
 
 
+def kernel_layout(coeff: np.ndarray) -> np.ndarray:
+    """(Ny, Nx, Nz, 64) → the kernels' (Nz, 64, Ny, Nx) float32 layout (NumPy; for emulation and upload)."""
+    c = np.asarray(coeff, dtype=np.float32)
+    if c.ndim != 4 or c.shape[3] != 64:
+        raise ValueError(f"spline coefficients must have shape (Ny, Nx, Nz, 64), not {c.shape}")
+    return np.ascontiguousarray(c.transpose(2, 3, 0, 1))
+
+
+class DeviceSpline:
+    """Spline coefficients uploaded once to the GPU in kernel layout; reuse it across calls (no host copies)."""
+
+    def __init__(self, coeff: Any) -> None:
+        import cupy
+
+        if isinstance(coeff, DeviceSpline):
+            self.data, self.shape = coeff.data, coeff.shape
+            return
+        c = cupy.asarray(coeff, dtype=cupy.float32)
+        if c.ndim != 4 or c.shape[3] != 64:
+            raise ValueError(f"spline coefficients must have shape (Ny, Nx, Nz, 64), not {tuple(c.shape)}")
+        self.shape = tuple(int(v) for v in c.shape)  # (Ny, Nx, Nz, 64)
+        self.data = cupy.ascontiguousarray(c.transpose(2, 3, 0, 1))
+
+
 def _dev(a: Any, dtype: Any) -> Any:
     import cupy
 
@@ -312,8 +338,9 @@ def render_frames_cuda(
     import cupy
     import numpy
 
-    c = _dev(coeff, numpy.float32)
-    ny, nx, nz, _ = c.shape
+    dc = coeff if isinstance(coeff, DeviceSpline) else DeviceSpline(coeff)
+    c = dc.data
+    ny, nx, nz, _ = dc.shape
     t_frames, h, w = shape
     if out is None:
         out = cupy.zeros(shape, dtype=cupy.float32)
@@ -357,8 +384,9 @@ def spline_rois_cuda(
     import cupy
     import numpy
 
-    c = _dev(coeff, numpy.float32)
-    ny, nx, nz, _ = c.shape
+    dc = coeff if isinstance(coeff, DeviceSpline) else DeviceSpline(coeff)
+    c = dc.data
+    ny, nx, nz, _ = dc.shape
     y_d, x_d, z_d = _dev(y_px, numpy.float32), _dev(x_px, numpy.float32), _dev(z_sp, numpy.float32)
     n = int(y_d.shape[0])
     out = cupy.empty((n, 4, ny, nx) if derivatives else (n, ny, nx), dtype=cupy.float32)

@@ -117,6 +117,13 @@ class SplinePSF:
     ref: tuple[float, float, float]
     dz_nm: float
     meta: dict[str, Any] = field(default_factory=dict)
+    _device: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def device_coeff(self) -> Any:
+        """The coefficients on the GPU in kernel layout, uploaded on first use and kept."""
+        if self._device is None:
+            self._device = spline_kernels.DeviceSpline(self.coeff)
+        return self._device
 
     def __post_init__(self) -> None:
         self.coeff = np.ascontiguousarray(np.asarray(self.coeff, dtype=np.float32))

@@ -30,10 +30,10 @@ def render_psf(
 ) -> Any:
     """Accumulate ``photons × PSF`` into frames ``(T, H, W)`` float32 (device array on 'cuda')."""
     if isinstance(psf, SplinePSF):
-        args = (psf.coeff, psf.ref[:2], frame, y_px, x_px, psf.z_sp(z_nm), photons, shape)
+        args = (psf.ref[:2], frame, y_px, x_px, psf.z_sp(z_nm), photons, shape)
         if backend == "cuda":
-            return spline_kernels.render_frames_cuda(*args, out=out)
-        return spline_kernels.render_frames_cpu(*args, out=out)
+            return spline_kernels.render_frames_cuda(psf.device_coeff(), *args, out=out)
+        return spline_kernels.render_frames_cpu(psf.coeff, *args, out=out)
     if backend == "cuda":
         raise ValueError("the CUDA renderer needs a spline PSF; use backend: cpu for a Gaussian PSF")
     t, h, w = shape

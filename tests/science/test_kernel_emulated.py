@@ -80,8 +80,8 @@ def test_emulated_render_kernel_matches_cpu_twin(emulated, spline):
     y, x = rng.uniform(-4, h + 4, n).astype(np.float32), rng.uniform(-4, w + 4, n).astype(np.float32)
     z = spline.z_sp(rng.uniform(-700, 700, n)).astype(np.float32)  # beyond the spline: clamped cells
     ph = rng.uniform(100, 1000, n).astype(np.float32)
-    c = np.ascontiguousarray(spline.coeff)
-    ny, nx, nz, _ = c.shape
+    c = sk.kernel_layout(spline.coeff)
+    nz, _, ny, nx = c.shape
     out = np.zeros((t, h, w), np.float32)
     emulated.launch_render(
         _p(c),
@@ -101,7 +101,7 @@ def test_emulated_render_kernel_matches_cpu_twin(emulated, spline):
         w,
         _p(out),
     )
-    cpu = sk.render_frames_cpu(c, spline.ref[:2], frame, y, x, z, ph, (t, h, w))
+    cpu = sk.render_frames_cpu(spline.coeff, spline.ref[:2], frame, y, x, z, ph, (t, h, w))
     assert np.abs(out - cpu).max() <= 1e-5 * np.abs(cpu).max()
 
 
@@ -110,8 +110,8 @@ def test_emulated_roi_kernel_with_derivatives_matches_cpu_twin(emulated, spline)
     n = 60
     y, x = rng.uniform(0, 20, n).astype(np.float32), rng.uniform(0, 20, n).astype(np.float32)
     z = spline.z_sp(rng.uniform(-550, 550, n)).astype(np.float32)
-    c = np.ascontiguousarray(spline.coeff)
-    ny, nx, nz, _ = c.shape
+    c = sk.kernel_layout(spline.coeff)
+    nz, _, ny, nx = c.shape
     for derivs in (0, 1):
         out = np.zeros((n, 4, ny, nx) if derivs else (n, ny, nx), np.float32)
         emulated.launch_rois(
@@ -128,6 +128,6 @@ def test_emulated_roi_kernel_with_derivatives_matches_cpu_twin(emulated, spline)
             derivs,
             _p(out),
         )
-        cpu, _, _ = sk.spline_rois_cpu(c, spline.ref[:2], y, x, z, bool(derivs))
+        cpu, _, _ = sk.spline_rois_cpu(spline.coeff, spline.ref[:2], y, x, z, bool(derivs))
         scale = np.abs(cpu).max(axis=(-2, -1), keepdims=True) if derivs else np.abs(cpu).max()
         assert np.all(np.abs(out - cpu) <= 1e-5 * scale + 1e-12)
