@@ -113,7 +113,8 @@ def read_smap_3dcal(path: str | Path) -> Calibration:
             raise CalibrationError(f"{p.name}: cspline.dz is {dz}, must be positive nm")
         psfs.append(SplinePSF(coeff, (x0 - 1.0, x0 - 1.0, z0), dz, {"source": p.name, "channel": ch}))
         stack = cs.get("PSF")
-        stacks.append(None if stack is None else np.asarray(stack, dtype=np.float64).transpose(2, 0, 1))
+        stack = None if stack is None or np.size(stack) == 0 else np.asarray(stack, dtype=np.float64)
+        stacks.append(None if stack is None else stack.transpose(2, 0, 1))
     transforms = [np.eye(3) for _ in psfs]
     return Calibration(psfs, transforms, None, stacks, p.name)
 
@@ -175,8 +176,17 @@ def _smap_from_h5(p: Path) -> list[dict[str, Any]]:
         node = f[key]
         structs: list[dict[str, Any]] = []
         if isinstance(node, h5py.Group):
-            structs.append(_h5_value(f, node))
-        else:  # struct array: a dataset of references
+            d = _h5_value(f, node)
+            if isinstance(d.get("cspline"), list):
+                # MATLAB's struct array (1 x N): a group whose fields are reference datasets, one per element
+                n = len(d["cspline"])
+                structs.extend(
+                    {k: (v[i] if isinstance(v, list) and len(v) == n else v) for k, v in d.items()}
+                    for i in range(n)
+                )
+            else:
+                structs.append(d)
+        else:  # a dataset of references to struct groups
             structs.extend(_h5_value(f, node))
     out = []
     for s in structs:
@@ -282,14 +292,22 @@ def _write_v73(p: Path, fields: list[tuple[dict[str, Any], np.ndarray | None]], 
             struct(f.create_group("SXY_g"), fields[0][0], [c["coeff"] for c, _ in fields], None)
         elif len(fields) == 1:
             struct(f.create_group("SXY"), fields[0][0], [fields[0][0]["coeff"]], fields[0][1])
-        else:
-            rs = []
+        else:  # MATLAB's layout of a 1 x N struct array: one reference dataset per field
+            top = f.create_group("SXY")
+            top.attrs["MATLAB_class"] = np.bytes_("struct")
+            cs_refs, psf_refs = [], []
             for k, (c, st) in enumerate(fields):
-                g = refs.create_group(f"s{k}")
-                struct(g, c, [c["coeff"]], st)
-                rs.append(g.ref)
-            ds = f.create_dataset("SXY", data=np.array(rs, dtype=h5py.ref_dtype).reshape(len(rs), 1))
-            ds.attrs["MATLAB_class"] = np.bytes_("struct")
+                g = refs.create_group(f"cs{k}")
+                g.attrs["MATLAB_class"] = np.bytes_("struct")
+                cell(g, "coeff", [c["coeff"]])
+                for name in ("x0", "z0", "dz"):
+                    num(g, name, c[name])
+                cs_refs.append(g.ref)
+                counter[0] += 1
+                psf_refs.append(num(refs, f"r{counter[0]}", st if st is not None else np.zeros((0, 0))).ref)
+            for name, rs in (("cspline", cs_refs), ("PSF", psf_refs)):
+                ds = top.create_dataset(name, data=np.array(rs, dtype=h5py.ref_dtype).reshape(len(rs), 1))
+                ds.attrs["MATLAB_class"] = np.bytes_("cell")
     with open(p, "r+b") as fh:
         fh.write(header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
 

@@ -123,3 +123,16 @@ def test_uipsf_without_voxel_psf_is_rejected(tmp_path):
         f.attrs["params"] = json.dumps({})
     with pytest.raises(CalibrationError, match="empty.h5.*I_model"):
         read_calibration(path)
+
+
+def test_uipsf_coordinate_mapping_matches_the_stored_voxel_psf(tmp_path, gauss_stack):
+    """uiPSF I_model is (z, y, x) with y along rows: an emitter at a pixel centre at a z node renders the
+    stored slice with its central voxel on that pixel."""
+    asym = gauss_stack * np.linspace(0.5, 1.5, gauss_stack.shape[2])[None, None, :]  # tell x from y
+    path = tmp_path / "asym.h5"
+    write_uipsf_h5(path, [asym], px_size_nm=100.0, dz_nm=50.0)
+    cal = read_calibration(path)
+    stack = cal.stacks[0]
+    for k in (2, 12, 22):
+        img = sample(cal.psfs[0], [9.5], [8.5], [Z_NODES_NM[k]], (18, 18))[0]
+        assert np.allclose(img[0:16, 1:17], stack[k, :16, :16], atol=1e-6 * stack.max())
