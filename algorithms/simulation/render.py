@@ -12,7 +12,7 @@ from algorithms.io.table import LocTable
 from algorithms.simulation.camera import Camera, camera_from_params
 from algorithms.simulation.emitters import FrameEmitters, frame_emitters, sample_fluorophores
 from algorithms.simulation.geometry import ChannelGeometry, channel_photons
-from algorithms.simulation.psf import GaussianPSF, SplinePSF
+from algorithms.simulation.psf import GaussianPSF, SplinePSF, sample
 from compute import spline as spline_kernels
 from compute.device import array_module, resolve_backend
 
@@ -107,7 +107,7 @@ class SimulationConfig:
     n_dyes: int = 1
     photon_model: str = "independent"
     transmission: list[list[float]] | None = None
-    plane_ratios: list[float] | None = None
+    plane_ratios: list[float] | str | None = None  # biplane: numbers, or "psf" (from the PSF norms)
     background: dict[str, Any] = field(default_factory=lambda: {"low": 10.0, "high": 100.0})
     camera: Any = "perfect"
     psf: dict[str, Any] = field(default_factory=lambda: {"kind": "gaussian", "sigma_px": 1.2})
@@ -157,6 +157,35 @@ class SimulationResult:
     camera: Camera
     background: Any  # (T, C, H, W) float32
     geometry: ChannelGeometry
+
+    def frames_photons(self) -> Any:
+        """Frames in photons after the camera model's inverse (design §6), ``(T, C, H, W)`` float32."""
+        return self.camera.inverse(self.adu)
+
+
+def psf_norms(psfs: list[Any]) -> np.ndarray:
+    """Sum of each channel's unit-photon PSF for an emitter at focus in the middle of a large window."""
+    out = []
+    for p in psfs:
+        rh, rw = p.roi_shape
+        size = (rh + 4, rw + 4)
+        out.append(float(sample(p, [size[1] / 2], [size[0] / 2], [0.0], size)[0].sum()))
+    return np.asarray(out)
+
+
+def psf_norm_ratios(psfs: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Biplane: plane photon ratios ``norm_k / norm_0`` from the PSFs' norms, and the PSFs rescaled to unit
+    norm, so an emitter's ``photons × ratio_k`` (recorded as ``photons_c<k>``) is what channel k detects."""
+    norms = psf_norms(psfs)
+    if np.any(norms <= 0):
+        raise ValueError("a channel's PSF sums to zero or less at focus")
+    scaled = []
+    for p, n in zip(psfs, norms, strict=True):
+        if isinstance(p, SplinePSF):
+            scaled.append(SplinePSF(p.coeff / np.float32(n), p.ref, p.dz_nm, dict(p.meta)))
+        else:
+            scaled.append(p)  # Gaussians are normalised already
+    return norms / norms[0], scaled
 
 
 def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = None) -> SimulationResult:
@@ -208,7 +237,11 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
         cfg.n_channels if cfg.photon_model == "independent" else 1,
     )
     em: FrameEmitters = frame_emitters(fl, cfg.n_frames)
-    ratios = cfg.plane_ratios
+    ratios: Any = cfg.plane_ratios
+    if isinstance(ratios, str):
+        if ratios != "psf" or cfg.photon_model != "biplane":
+            raise ValueError('plane_ratios "psf" is for the biplane photon model; otherwise give numbers')
+        ratios, psfs = psf_norm_ratios(psfs)
     ph = channel_photons(
         em.photons,
         em.dye,

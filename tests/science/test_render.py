@@ -174,3 +174,34 @@ def test_backgrounds_uniform_per_frame_and_channel_and_smooth_in_space():
     assert np.abs(np.diff(img, axis=1)).max() < 0.1 * (img.max() - img.min())  # smooth: small pixel steps
     with pytest.raises(ValueError, match="smooth_amplitude"):
         backgrounds(1, 1, (8, 8), {"value": 1.0, "smooth_amplitude": 1.5}, rng)
+
+
+def test_biplane_ratios_from_psf_norms_put_the_recorded_photons_into_each_plane(spline):
+    from algorithms.io.calibration import Calibration
+    from algorithms.simulation.psf import SplinePSF
+
+    dimmer = SplinePSF(spline.coeff * np.float32(0.6), spline.ref, spline.dz_nm)
+    cfg = SimulationConfig.from_dict(
+        {
+            "n_frames": 60,
+            "frame_shape": [64, 64],
+            "emitters_per_frame": 1,
+            "z_range_nm": [0, 0],
+            "n_channels": 2,
+            "photon_model": "biplane",
+            "plane_ratios": "psf",
+            "background": {"value": 0.0},
+            "seed": 8,
+            "backend": "cpu",
+        }
+    )
+    res = simulate(cfg, Calibration([spline, dimmer]))
+    tr = res.truth
+    assert np.allclose(tr["photons_c1"], 0.6 * tr["photons_c0"], rtol=1e-3)
+    inner = (tr["x"] > 1200) & (tr["x"] < 5200) & (tr["y"] > 1200) & (tr["y"] < 5200)
+    f_ok = np.setdiff1d(np.arange(60), np.unique(tr["frame"][~inner]))
+    m = np.isin(tr["frame"], f_ok)
+    assert m.sum() >= 10
+    for k in (0, 1):
+        assert res.photons[f_ok, k].sum() == pytest.approx(tr[f"photons_c{k}"][m].sum(), rel=0.01)
+    assert res.frames_photons().shape == res.photons.shape
