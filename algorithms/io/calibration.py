@@ -412,3 +412,61 @@ def read_bead_stack(path: str | Path, dz_nm: float = 50.0, focus_index: float | 
     psf = spline_from_stack(st, dz_nm, focus_index=focus_index, normalise=True)
     psf.meta.update({"source": p.name})
     return Calibration([psf], [np.eye(3)], None, [st], p.name)
+
+
+# ------------------------------------------------------------------------------------------- transforms
+
+
+def read_transforms(path: str | Path, n_channels: int | None = None) -> list[np.ndarray]:
+    """Affine transforms channel k → reference (3 × 3, sensor px, acting on ``[x, y, 1]``), channel 0 the
+    identity. Reads uiPSF ``.h5`` (``res/T``) and ``.mat``/``.h5`` files holding a numeric ``(3, 3)``,
+    ``(N, 3, 3)`` array (variable ``T``, ``transform`` or ``trafo``). SMAP's ``_trafo.mat`` stores a MATLAB
+    object, which cannot be read outside MATLAB: export its matrix to such a variable."""
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"{p.name}: transform file not found")
+    names = ("T", "transform", "trafo")
+    arr = None
+    try:
+        if _is_hdf5(p):
+            with h5py.File(p, "r") as f:
+                if "res" in f and "T" in f["res"]:
+                    arr = np.asarray(f["res/T"][()], dtype=np.float64)
+                else:
+                    for n in names:
+                        if n in f and isinstance(f[n], h5py.Dataset) and f[n].dtype.kind == "f":
+                            arr = np.asarray(f[n][()], dtype=np.float64).T  # MATLAB v7.3 order
+                            break
+        else:
+            import scipy.io
+
+            m = scipy.io.loadmat(p, squeeze_me=True)
+            for n in names:
+                if n in m and isinstance(m[n], np.ndarray) and m[n].dtype.kind == "f":
+                    arr = np.asarray(m[n], dtype=np.float64)
+                    break
+    except CalibrationError:
+        raise
+    except Exception as exc:
+        raise CalibrationError(
+            f"{p.name}: not a readable transform file ({type(exc).__name__}: {exc})"
+        ) from None
+    if arr is None:
+        raise CalibrationError(
+            f"{p.name}: no numeric transform (res/T, T, transform or trafo); a SMAP _trafo.mat holds a MATLAB "
+            "object that cannot be read outside MATLAB, so export its 3 x 3 matrix as T"
+        )
+    if arr.ndim == 3 and arr.shape[:2] == (3, 3) and arr.shape[2] != 3:
+        arr = arr.transpose(2, 0, 1)  # (3, 3, N) from MATLAB
+    mats = arr.reshape(-1, 3, 3) if arr.size % 9 == 0 and arr.shape[-2:] == (3, 3) else None
+    if mats is None:
+        raise CalibrationError(f"{p.name}: transform has shape {arr.shape}, expected (3, 3) or (N, 3, 3)")
+    out = [np.eye(3), *mats]
+    if n_channels is not None:
+        if len(mats) == n_channels:  # the file includes the reference channel
+            out = [np.asarray(m) for m in mats]
+        if len(out) != n_channels:
+            raise CalibrationError(f"{p.name}: {len(mats)} transform(s) for {n_channels} channels")
+    return out

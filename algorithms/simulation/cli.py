@@ -44,15 +44,16 @@ import numpy as np
 from algorithms.cli import BadInput, atomic_output, job_arguments, progress, read_params
 
 
-def _find_calibration(args: argparse.Namespace) -> Path | None:
-    if args.calibration is not None:
-        return args.calibration
+def _find_input(args: argparse.Namespace, slot_name: str) -> Path | None:
+    given = getattr(args, slot_name)
+    if given is not None:
+        return given
     if args.inputs is not None:
-        slot = args.inputs / "calibration"
+        slot = args.inputs / slot_name
         if slot.is_dir():
             files = sorted(p for p in slot.iterdir() if p.is_file())
             if len(files) > 1:
-                raise BadInput(f"input slot 'calibration' holds {len(files)} files; give one")
+                raise BadInput(f"input slot {slot_name!r} holds {len(files)} files; give one")
             return files[0] if files else None
     return None
 
@@ -136,7 +137,7 @@ def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from algorithms.io.calibration import CalibrationError, read_calibration
+    from algorithms.io.calibration import CalibrationError, read_calibration, read_transforms
     from algorithms.simulation.render import SimulationConfig, simulate
 
     parser = argparse.ArgumentParser(
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("entrypoint", choices=["simulate"])
     job_arguments(parser)
     parser.add_argument("--calibration", type=Path, help="SMAP *_3dcal.mat, uiPSF .h5 or bead z-stack .tif")
+    parser.add_argument(
+        "--transform", type=Path, help="channel → reference affine transforms (.mat with T, or uiPSF .h5)"
+    )
     parser.add_argument("--backend", choices=["auto", "cpu", "cuda"], help="overrides params.backend")
     args = parser.parse_args(argv)
     params = read_params(args.params)
@@ -155,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     progress(0.0, "setup")
     try:
         cfg = SimulationConfig.from_dict(params)
-        cal_path = _find_calibration(args)
+        cal_path = _find_input(args, "calibration")
         calibration = read_calibration(cal_path) if cal_path is not None else None
+        tr_path = _find_input(args, "transform")
+        if tr_path is not None and cfg.transforms is None:
+            cfg.transforms = read_transforms(tr_path, cfg.n_channels)
         if calibration is not None and "px_size_nm" not in params and calibration.px_size_nm:
             cfg.px_size_nm = float(calibration.px_size_nm[0])
         result = simulate(cfg, calibration, on_progress=progress)

@@ -136,3 +136,19 @@ def test_uipsf_coordinate_mapping_matches_the_stored_voxel_psf(tmp_path, gauss_s
     for k in (2, 12, 22):
         img = sample(cal.psfs[0], [9.5], [8.5], [Z_NODES_NM[k]], (18, 18))[0]
         assert np.allclose(img[0:16, 1:17], stack[k, :16, :16], atol=1e-6 * stack.max())
+
+
+def test_transforms_from_mat_and_uipsf_and_a_clear_error_for_matlab_objects(tmp_path, gauss_stack):
+    from algorithms.io.calibration import read_transforms
+
+    t1 = np.array([[1.0, 0.02, 5.0], [-0.02, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    scipy.io.savemat(tmp_path / "t.mat", {"T": t1})
+    ts = read_transforms(tmp_path / "t.mat", n_channels=2)
+    assert np.allclose(ts[0], np.eye(3)) and np.allclose(ts[1], t1)
+    write_uipsf_h5(tmp_path / "u.h5", [gauss_stack] * 2, 100.0, 50.0, [np.eye(3), t1])
+    assert np.allclose(read_transforms(tmp_path / "u.h5")[1], t1)
+    scipy.io.savemat(tmp_path / "x_trafo.mat", {"transformation": {"type": "affine"}})
+    with pytest.raises(CalibrationError, match="x_trafo.mat.*MATLAB object"):
+        read_transforms(tmp_path / "x_trafo.mat")
+    with pytest.raises(CalibrationError, match="1 transform"):
+        read_transforms(tmp_path / "t.mat", n_channels=3)

@@ -87,3 +87,16 @@ def test_cli_truncated_calibration_exits_2_naming_the_file(tmp_path, spline):
     cal.write_bytes(cal.read_bytes()[:4000])
     proc = _run(tmp_path, {"n_frames": 2}, "--calibration", str(cal))
     assert proc.returncode == 2 and "broken_3dcal.mat" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_cli_reads_transforms_from_a_transform_input_slot(tmp_path):
+    import scipy.io
+
+    slot = tmp_path / "inputs" / "transform"
+    slot.mkdir(parents=True)
+    scipy.io.savemat(slot / "t.mat", {"T": [[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]]})
+    params = {"n_frames": 3, "n_channels": 2, "frame_shape": [32, 32], "backend": "cpu"}
+    proc = _run(tmp_path, params, "--inputs", str(tmp_path / "inputs"))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "out" / "simulation.json").read_text())
+    assert meta["params"]["transforms"][1][0][2] == 2.0
