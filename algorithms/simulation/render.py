@@ -195,6 +195,10 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
     backend = resolve_backend(cfg.backend)
     camera = camera_from_params(cfg.camera)  # fail on impossible settings before any work
     psfs = make_psfs(cfg, calibration)
+    if backend == "cuda" and not all(isinstance(p, SplinePSF) for p in psfs):
+        if (cfg.backend or "auto").lower() == "cuda":
+            raise ValueError("backend cuda renders spline PSFs only; give a calibration or use backend: cpu")
+        backend = "cpu"  # 'auto' with a Gaussian PSF: the CPU renderer
     h, w = cfg.frame_shape
     for k, p in enumerate(psfs):
         rh, rw = p.roi_shape

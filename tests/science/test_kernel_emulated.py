@@ -228,3 +228,12 @@ def test_simulate_cuda_path_through_emulated_cupy_matches_cpu(fake_cupy, spline)
     dev = simulate(SimulationConfig.from_dict({**base, "backend": "cuda"}), Calibration([spline]))
     assert np.abs(dev.photons - cpu.photons).max() <= 1e-5 * cpu.photons.max()
     assert dev.adu.shape == cpu.adu.shape
+
+
+def test_auto_backend_with_a_gaussian_psf_falls_back_to_cpu_and_explicit_cuda_is_refused(fake_cupy):
+    from algorithms.simulation.render import SimulationConfig, simulate
+
+    res = simulate(SimulationConfig.from_dict({"n_frames": 2, "backend": "auto"}))
+    assert isinstance(res.photons, np.ndarray) and res.photons.shape == (2, 1, 64, 64)
+    with pytest.raises(ValueError, match="spline PSFs only"):
+        simulate(SimulationConfig.from_dict({"n_frames": 2, "backend": "cuda"}))
