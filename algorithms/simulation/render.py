@@ -226,6 +226,14 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
             z_range = (0.0, 0.0)
     if z_range[0] > z_range[1]:
         raise ValueError(f"z_range_nm must be [low, high], not {list(z_range)}")
+    for k, p in enumerate(psfs):
+        if isinstance(p, SplinePSF):
+            lo, hi = p.z_range_nm
+            if z_range[0] < lo - 1e-6 or z_range[1] > hi + 1e-6:
+                raise ValueError(
+                    f"z_range_nm {list(z_range)} leaves the calibration's z range [{lo:.0f}, {hi:.0f}] nm "
+                    f"(channel {k})"
+                )
     extent = (w * cfg.px_size_nm, h * cfg.px_size_nm)
     fl = sample_fluorophores(
         cfg.n_frames,
@@ -266,6 +274,8 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
         frames[:, k] = plane
         if on_progress:
             on_progress(0.2 + 0.6 * (k + 1) / cfg.n_channels, "render", channel=k)
+    # a spline fitted to noisy beads can dip slightly below zero in its wings: no negative expectations
+    frames = xp.maximum(frames, 0.0)
     frames += xp.asarray(bg)
     if backend == "cuda":
         import cupy

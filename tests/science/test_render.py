@@ -205,3 +205,24 @@ def test_biplane_ratios_from_psf_norms_put_the_recorded_photons_into_each_plane(
     for k in (0, 1):
         assert res.photons[f_ok, k].sum() == pytest.approx(tr[f"photons_c{k}"][m].sum(), rel=0.01)
     assert res.frames_photons().shape == res.photons.shape
+
+
+def test_z_range_beyond_the_calibration_is_rejected(spline):
+    from algorithms.io.calibration import Calibration
+
+    cfg = SimulationConfig.from_dict({"n_frames": 2, "z_range_nm": [-900, 300]})
+    with pytest.raises(ValueError, match="leaves the calibration's z range"):
+        simulate(cfg, Calibration([spline]))
+
+
+def test_negative_spline_wings_never_reach_the_camera(spline):
+    from algorithms.io.calibration import Calibration
+    from algorithms.simulation.psf import SplinePSF
+
+    ringing = SplinePSF(spline.coeff.copy(), spline.ref, spline.dz_nm)
+    ringing.coeff[..., 0] -= 1e-4  # a small negative offset everywhere: negative wings
+    cfg = SimulationConfig.from_dict(
+        {"n_frames": 5, "background": {"value": 0.0}, "seed": 2, "backend": "cpu"}
+    )
+    res = simulate(cfg, Calibration([ringing]))
+    assert res.photons.min() >= 0.0
