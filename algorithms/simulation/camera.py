@@ -98,15 +98,18 @@ class Camera:
         lam = xp.asarray(photons, dtype=xp.float32)
         if bool((lam < 0).any()):
             raise ValueError("expected photons must be >= 0")
-        e = rng.poisson(self.qe * lam + self.spurious_e).astype(xp.float32)
+        # on the device, ask CuPy for 32-bit draws: no 64-bit temporaries of the whole movie
+        small = {} if xp is np else {"dtype": xp.float32}
+        e = rng.poisson(self.qe * lam + self.spurious_e, **({} if xp is np else {"dtype": xp.int32}))
+        e = e.astype(xp.float32)
         if self.kind == "emccd":
             # the EM register: Gamma(e, gain) for e >= 1 electrons; zero stays zero (shape 0 is avoided
             # because generators differ on it)
-            g = rng.gamma(xp.maximum(e, 1.0), self.em_gain).astype(xp.float32)
+            g = rng.gamma(xp.maximum(e, xp.float32(1.0)), self.em_gain, **small).astype(xp.float32)
             e = xp.where(e > 0, g, xp.float32(0.0))
         rn = self._map(self.read_noise_e, lam.shape, xp)
         if bool((rn > 0).any()):
-            e = e + rng.normal(0.0, 1.0, size=lam.shape).astype(xp.float32) * rn
+            e = e + rng.normal(0.0, 1.0, size=lam.shape, **small).astype(xp.float32) * rn
         adu = e / self._map(self.e_per_adu, lam.shape, xp) + self._map(self.baseline, lam.shape, xp)
         return xp.clip(adu, 0.0, self.max_adu).astype(xp.float32)
 

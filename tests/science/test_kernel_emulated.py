@@ -178,7 +178,21 @@ def _fake_cupy(lib):
     cp.zeros, cp.empty, cp.asnumpy = np.zeros, np.empty, np.asarray
     cp.RawModule = RawModule
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
-    cp.random = types.SimpleNamespace(RandomState=np.random.RandomState)
+
+    class RandomState:  # CuPy's signature: dtype keywords on poisson/gamma/normal
+        def __init__(self, seed):
+            self._rs = np.random.RandomState(seed)
+
+        def poisson(self, lam, size=None, dtype=int):
+            return self._rs.poisson(lam, size).astype(dtype)
+
+        def gamma(self, shape, scale=1.0, size=None, dtype=float):
+            return self._rs.gamma(shape, scale, size).astype(dtype)
+
+        def normal(self, loc=0.0, scale=1.0, size=None, dtype=float):
+            return self._rs.normal(loc, scale, size).astype(dtype)
+
+    cp.random = types.SimpleNamespace(RandomState=RandomState)
     return cp
 
 
