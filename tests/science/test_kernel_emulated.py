@@ -177,6 +177,7 @@ def _fake_cupy(lib):
     cp.ascontiguousarray = np.ascontiguousarray
     cp.zeros, cp.empty, cp.asnumpy = np.zeros, np.empty, np.asarray
     cp.RawModule = RawModule
+    cp.__getattr__ = lambda name: getattr(np, name)  # every other array function: NumPy's
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
 
     class RandomState:  # CuPy's signature: dtype keywords on poisson/gamma/normal
