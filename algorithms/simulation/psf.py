@@ -257,11 +257,11 @@ def spline_from_stack(
     return SplinePSF(spline_coefficients(s), ((ny - 1) / 2, (nx - 1) / 2, kf), dz_nm, {"source": "stack"})
 
 
-def gaussian_stack(psf: GaussianPSF, size_px: int, z_nm: np.ndarray, oversample: int = 1) -> np.ndarray:
-    """A ``(Nz, size, size)`` pixel-integrated Gaussian z-stack centred on the central pixel's centre."""
+def gaussian_stack(psf: GaussianPSF, size_px: int, z_nm: np.ndarray) -> np.ndarray:
+    """A ``(Nz, size, size)`` pixel-integrated Gaussian z-stack centred on the stack centre (node
+    ``(size - 1) / 2``), e.g. a synthetic bead stack for building and testing splines."""
     c = size_px / 2.0
-    out = np.empty((len(z_nm), size_px, size_px))
-    for k, z in enumerate(z_nm):
-        g = GaussianPSF(psf.sigma_px, psf.astig_gamma_nm, psf.depth_nm, size_px)
-        out[k] = g.rois([c], [c], [z], origin=([0], [0]))[0][0]
-    return out
+    z = np.asarray(z_nm, dtype=np.float64)
+    g = GaussianPSF(psf.sigma_px, psf.astig_gamma_nm, psf.depth_nm, size_px)
+    n = len(z)
+    return g.rois(np.full(n, c), np.full(n, c), z, origin=(np.zeros(n), np.zeros(n)))[0]
