@@ -86,7 +86,7 @@ def main() -> int:
     m = n_loop * PER_FRAME
     t_loop = best_of(
         lambda: sk.render_frames_loop(spline.coeff, ref, fr[:m], y[:m], x[:m], z[:m], ph[:m], (n_loop, H, W)),
-        1,
+        args.repeats,
     )
     rows.append(("per-emitter NumPy loop (baseline)", n_loop, t_loop))
 
