@@ -1,0 +1,1 @@
+"""Simulation engine: emitters, PSFs, cameras, multi-channel geometry, frame rendering and CRLB."""
