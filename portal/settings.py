@@ -185,7 +185,8 @@ if CELERY_BROKER_URL.startswith("filesystem"):
     # Sender and consumers share one folder; a message leaves it when fetched (design §7).
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         data_folder_in=str(BROKER_DIR), data_folder_out=str(BROKER_DIR),
-        processed_folder=str(BROKER_DIR / "processed"), store_processed=False,
+        processed_folder=str(BROKER_DIR / "processed"), control_folder=str(BROKER_DIR / "control"),
+        store_processed=False,
     )
     (BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

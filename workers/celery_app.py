@@ -73,6 +73,7 @@ def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = Fa
             data_folder_in=str(folder),
             data_folder_out=str(folder),
             processed_folder=str(folder / "processed"),
+            control_folder=str(folder / "control"),
             store_processed=False,
         )
     app.conf.update(
