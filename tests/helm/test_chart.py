@@ -48,6 +48,9 @@ KEDA_SCHEMAS = {
                 "cooldownPeriod": {"type": "integer", "minimum": 0},
                 "minReplicaCount": {"type": "integer", "minimum": 0},
                 "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "advanced": {"type": "object", "additionalProperties": False, "properties": {
+                    "horizontalPodAutoscalerConfig": {"type": "object", "additionalProperties": False,
+                                                      "properties": {"behavior": {"type": "object"}}}}},
                 "triggers": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["type", "metadata"], "additionalProperties": False,
                     "properties": {"type": {"type": "string"}, "name": {"type": "string"},
@@ -106,6 +109,12 @@ def test_every_rendered_object_validates(chart, value_set):
     for doc in docs:
         if doc["apiVersion"].startswith("keda.sh/"):
             jsonschema.validate(doc, KEDA_SCHEMAS[doc["kind"]])
+            if behavior := doc["spec"].get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior"):
+                # KEDA hands this block to the HPA it creates: check it as the HPA's own field.
+                hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x"},
+                       "spec": {"scaleTargetRef": doc["spec"]["scaleTargetRef"], "maxReplicas": 1,
+                                "behavior": behavior}}
+                kubernetes_validate.validate(hpa, K8S_VERSIONS[0], strict=True)
             continue
         for version in K8S_VERSIONS:
             try:
@@ -259,6 +268,10 @@ def test_worker_runs_the_agent_on_its_queues_with_its_identity_only(chart):
         mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["identity"]
         assert env["LOCUS_WORKER_CONFIG"]["value"] == f"{mount}/worker.json"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert env["LOCUS_CODE_VERSION"]["value"] == container["image"].rsplit(":", 1)[1]
+        volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+        assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
+        assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/dev/shm", "/scratch", "/tmp"}
         assert pod_spec(deployment)["securityContext"]["runAsNonRoot"] is True
 
 
