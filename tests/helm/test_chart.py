@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shlex
+import subprocess
+import sys
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
-from tests.helm.conftest import CHART
+from tests.helm.conftest import CHART, REPO
 from tests.helm.values_sets import (
     EXISTING_SECRETS,
     EXTERNAL,
@@ -381,12 +386,6 @@ def _portal_env(docs: list[dict]) -> dict[str, str]:
 
 def test_production_settings_load_from_the_rendered_environment(chart, tmp_path):
     """The chart gives the portal every value `LOCUS_MODE=production` insists on (portal/settings.py)."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.helm.conftest import REPO
-
     docs = chart.template(EXTERNAL)
     env = _portal_env(docs)
     assert env["LOCUS_MODE"] == "production"
@@ -458,3 +457,22 @@ def test_readme_gpu_pool_example_renders(chart):
     (scaled,) = [o for o in of_kind(docs, "ScaledObject")
                  if o["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]]
     assert keda_queues(scaled) == pool["queues"]
+
+
+def test_readme_install_command_renders_a_complete_release(chart):
+    """The README's one `helm install` command, rendered: every external service set, ingress with TLS, KEDA."""
+    readme = (CHART / "README.md").read_text()
+    match = re.search(r"^helm install .*?(?<!\\)$", readme, re.M | re.S)
+    assert match, "README lost its helm install command"
+    argv = shlex.split(match.group(0).replace("\\\n", " "))
+    assert argv[:4] == ["helm", "install", "locus", "deploy/helm/locus"]
+    flags = [a for a in argv[4:] if a != "--create-namespace"]
+    out = chart.run("template", "locus", str(CHART), *flags)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    env = _portal_env(docs)
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "EMAIL_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name], name
+    assert env["LOCUS_PUBLIC_URL"] == "https://locus.example.org"
+    assert of_kind(docs, "ScaledObject") and of_kind(docs, "Ingress")
+    assert {d["metadata"]["namespace"] for d in docs if "namespace" in d["metadata"]} <= {"locus"}
