@@ -243,7 +243,8 @@ def test_gpu_pool_keeps_its_own_tolerations_runtime_class_and_node_selector(char
     assert gpu16["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert arg_value(gpu16["containers"][0], "--concurrency") == "1"  # one job per GPU
     assert arg_value(mpi["containers"][0], "--concurrency") == "2"
-    assert "runtimeClassName" not in pod_spec(workers["cpu"])
+    assert "runtimeClassName" not in pod_spec(workers["cpu"]) and "runtimeClassName" not in gpu16
+    assert "nodeSelector" not in pod_spec(workers["cpu"])
 
 
 def test_termination_grace_exceeds_the_pools_longest_job(chart):

@@ -37,7 +37,8 @@ EXISTING_SECRETS = {  # every credential from Secrets the operator manages
 }
 GPU_ON = {
     "workers": {
-        "gpu-16": {"enabled": True, "worker": {"workerId": 7, "token": "worker-token-16"}},
+        "gpu-16": {"enabled": True, "worker": {"workerId": 7, "token": "worker-token-16"},
+                   "nodeSelector": {"nvidia.com/gpu.present": "true"}},
         "mpi-a100": {"enabled": True, "queues": ["pool.mpi.gpu.80", "gpu.40", "gpu.80"], "gpu": 2,
                      "maxJobSeconds": 86400, "runtimeClassName": "nvidia",
                      "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mpi",
