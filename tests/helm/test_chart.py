@@ -359,6 +359,12 @@ def test_without_keda_pools_keep_fixed_replicas(chart, value_set):
         assert deployment["spec"]["replicas"] == 1
 
 
+def test_a_listed_pool_is_on_unless_disabled(chart):
+    workers = _workers(chart.template({"workers": {"extra": {"queues": ["gpu.24"], "gpu": 1}, "cpu": {"enabled": False}}}))
+    assert set(workers) == {"extra"}
+    assert pod_spec(workers["extra"])["containers"][0]["resources"]["limits"][GPU] == 1
+
+
 def test_a_pool_can_opt_out_of_keda(chart):
     docs = chart.template(merge(KEDA_ON, {"workers": {"cpu": {"keda": False, "replicas": 2}}}))
     assert not of_kind(docs, "ScaledObject")
