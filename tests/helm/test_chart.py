@@ -178,6 +178,12 @@ def test_web_runs_gunicorn_with_probes_hpa_pdb_ingress(chart):
     assert ingress["spec"]["tls"][0]["secretName"] == "locus-tls"
 
 
+def test_no_disruption_budget_for_a_single_web_pod(chart):
+    docs = chart.template({"web": {"autoscaling": {"enabled": False}, "replicas": 1}})
+    assert not of_kind(docs, "PodDisruptionBudget")
+    assert named(docs, "Deployment", "locus-web")["spec"]["replicas"] == 1
+
+
 def test_portal_celery_worker_takes_only_portal_queues(chart):
     tasks = named(chart.template(), "Deployment", "locus-tasks")
     container = pod_spec(tasks)["containers"][0]
