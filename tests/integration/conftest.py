@@ -18,7 +18,6 @@ import requests
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER_URL = "redis://127.0.0.1:6379/15"
 
 
 def pytest_collection_modifyitems(items):
@@ -99,11 +98,13 @@ def processes(tmp_path):
 
 
 @pytest.fixture
-def broker():
-    """Redis db 15, emptied: no message from an earlier test reaches this one's agents."""
-    client = redis.Redis.from_url(BROKER_URL)
+def broker(settings):
+    """The test Redis database (portal.settings_test), emptied: no earlier test's message reaches this one."""
+    url = settings.CELERY_BROKER_URL
+    assert url.startswith("redis://"), "integration tests need Redis as the broker"
+    client = redis.Redis.from_url(url)
     client.flushdb()
-    yield BROKER_URL
+    yield url
     client.flushdb()
 
 
@@ -127,7 +128,7 @@ def user_session(portal, user):
 
 
 @pytest.fixture
-def start_agent(portal, processes, tmp_path):
+def start_agent(portal, broker, processes, tmp_path):
     """Enroll and start a real worker agent process (broker mode unless pull=True)."""
     from jobs.models import EnrollmentToken
 
@@ -145,7 +146,7 @@ def start_agent(portal, processes, tmp_path):
                        capture_output=True, timeout=60)
         argv = [sys.executable, "-m", "workers", "start", "--config", str(config), "--scratch",
                 str(tmp_path / f"{name}-scratch"), "--grace", str(grace)]
-        argv += ["--pull"] if pull else ["--broker", BROKER_URL]
+        argv += ["--pull"] if pull else ["--broker", broker]
         return processes(name, argv, env)
 
     return start
@@ -173,13 +174,13 @@ def smtp_server():
 
 
 @pytest.fixture
-def portal_celery(portal, processes, smtp_server, tmp_path):
+def portal_celery(portal, broker, processes, smtp_server, tmp_path):
     """The portal-side Celery worker (notify + maintenance) as a real process, mailing to the SMTP server."""
     controller, _ = smtp_server
     db = connection.settings_dict
     env = clean_env(
         DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        CELERY_BROKER_URL=BROKER_URL, EMAIL_URL=f"smtp://{controller.hostname}:{controller.port}",
+        CELERY_BROKER_URL=broker, EMAIL_URL=f"smtp://{controller.hostname}:{controller.port}",
         LOCUS_PUBLIC_URL=portal, LOCUS_VAR_DIR=str(tmp_path / "portal-var"), DJANGO_SETTINGS_MODULE="portal.settings",
         LOCUS_SWEEP_SECONDS="1",
     )
