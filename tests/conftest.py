@@ -137,8 +137,12 @@ def test_registry(tmp_path, settings):
 
 
 @pytest.fixture(autouse=True)
-def _media_root(tmp_path, settings):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
+def _media_root(tmp_path):
+    """Every test stores uploads in its own folder (not via the `settings` fixture: some tests own that name)."""
+    from django.test import override_settings
+
+    with override_settings(MEDIA_ROOT=str(tmp_path / "media")):
+        yield
 
 
 @pytest.fixture(autouse=True)

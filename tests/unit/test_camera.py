@@ -53,7 +53,7 @@ def test_em_gain_on_scmos_is_an_error_that_says_use_null(gain):
 
 
 @pytest.mark.parametrize(
-    "settings, match",
+    "kwargs, match",
     [
         ({"kind": "emccd", "em_gain": 1}, "em_gain must be a number > 1"),
         ({"kind": "emccd", "em_gain": None}, "em_gain must be a number > 1"),
@@ -63,9 +63,9 @@ def test_em_gain_on_scmos_is_an_error_that_says_use_null(gain):
         ({"kind": "cmos"}, "kind"),
     ],
 )
-def test_impossible_settings_are_rejected_with_a_clear_message(settings, match):
+def test_impossible_settings_are_rejected_with_a_clear_message(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        Camera(**settings)
+        Camera(**kwargs)
 
 
 def test_map_of_wrong_shape_is_rejected_on_use():
