@@ -45,10 +45,11 @@ def test_progress_is_visible_while_running_then_cancel_stops_the_process(user_se
     job_id = submit(user_session, params={"duration_s": 120, "matrix_size": 64})
     wait_until(lambda: (j := wait_for_status(user_session, job_id, {"running"}))["progress_detail"].get("stage")
                == "busy" and j, 60, what="busy progress")
+    assert "algorithms.diagnostics selftest" in _children(agent.pid)
     response = user_session.post(f"{user_session.base}/jobs/{job_id}/cancel/", timeout=10)
     assert response.json()["status"] == "cancelled"
-    wait_until(lambda: "cancel" in agent.output().lower() and "selftest" not in _children(agent.pid), 30,
-               what="the agent to stop the job")
+    wait_until(lambda: "algorithms.diagnostics selftest" not in _children(agent.pid), 30,
+               what="the agent to stop the job's process")
     assert not File.objects.filter(job_id=job_id).exists()
     # The agent is still healthy and takes the next job.
     next_id = submit(user_session, params={"matrix_size": 64})
@@ -56,10 +57,10 @@ def test_progress_is_visible_while_running_then_cancel_stops_the_process(user_se
 
 
 def _children(pid: int) -> str:
+    """Full command lines of the agent's child processes (the job is a direct child)."""
     import subprocess
 
-    return subprocess.run(["ps", "-o", "args=", "--ppid", str(pid), "-g", str(pid)], capture_output=True,
-                          text=True).stdout
+    return subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
 
 
 def test_failing_algorithm_exit_codes(user_session, start_agent):

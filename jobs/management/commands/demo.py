@@ -74,6 +74,7 @@ class Command(BaseCommand):
             if exit_when_done:
                 if status != Job.Status.SUCCEEDED:
                     raise CommandError(f"demo job ended {status}")
+                self.wait_for_email(job)
                 return
             while all(p.poll() is None for _, p in self.procs):
                 time.sleep(1)
@@ -128,6 +129,15 @@ class Command(BaseCommand):
                 raise CommandError(f"{', '.join(dead)} stopped unexpectedly")
             time.sleep(0.5)
         raise CommandError(f"the demo job did not finish within {timeout:.0f} s")
+
+    def wait_for_email(self, job: Job, seconds: float = 30) -> None:
+        """Before stopping, give the notify worker time to send the job's email (it lands in var/mail)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if Job.objects.filter(pk=job.pk, notified_at__isnull=False).exists():
+                return
+            time.sleep(0.5)
+        self.stderr.write("the notification email was not sent within 30 s")
 
     def stop_all(self) -> None:
         """SIGTERM every child's process group, wait, then SIGKILL what is left."""
