@@ -1,0 +1,448 @@
+"""COMET-style drift estimation: maximise the Gaussian overlap of localization pairs across time.
+
+Pipeline (each "lever" can be switched off in `CometParams` to measure it):
+
+1. blink merging: localizations of one molecule in consecutive frames become one, precision-weighted;
+2. coarse pre-pass: windows registered to their neighbours by the peak of the histogram of pair
+   displacements (a cross-correlation of point sets, AIM-like), chained into a coarse drift, so the
+   fine pass only needs a small pair radius;
+3. fine pass: pairs within a radius (KD-tree), cost -Σ exp(-½ |r_ij|²/s_ij²) with
+   s_ij² = σ_i² + σ_j² + σ_anneal² (precision-weighted kernel), σ_anneal annealed from coarse to fine,
+   pairs pruned at each level, pairs closer than `min_pair_dt_frames` in time skipped, drift as a
+   clamped cubic B-spline over frames (or per-window vectors), the gauge pinned (drift 0 at frame 0),
+   L-BFGS-B with the analytic gradient;
+4. split-half precision: the fine pass repeated on two random halves; half their difference is the
+   precision estimate reported with the result.
+
+All positions are nm, frames 0-based. The pair cost + gradient lives in `compute.pair_overlap`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from scipy.interpolate import BSpline
+from scipy.optimize import minimize
+from scipy.spatial import cKDTree
+
+from compute.pair_overlap import PairSetCPU, PairSetCUDA, cuda_available
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class CometParams:
+    """Parameters of the estimator (nm and frames). `None` means "chosen from the data"."""
+
+    model: str = "spline"  # "spline" (cubic B-spline over frames) or "windows" (one vector per window)
+    knot_frames: float | None = None  # knot spacing / window length in frames
+    merge_blinks: bool = True
+    merge_radius_nm: float | None = None  # default: 3 × median lateral precision
+    merge_gap_frames: int = 1
+    precision_weighted: bool = True
+    default_sigma_nm: float = 10.0  # lateral precision when the table has no sigma columns
+    default_sigma_z_nm: float = 25.0
+    prepass: bool = True
+    prepass_windows: int | None = None
+    max_drift_nm: float = 300.0  # search radius of the pre-pass, or of the fine pass without pre-pass
+    fine_radius_nm: float | None = None
+    anneal_nm: list[float] | None = None  # additive kernel widths, coarse to fine
+    skip_same_window: bool = True
+    min_pair_dt_frames: float | None = None  # default: half a knot spacing when skip_same_window
+    prune: bool = True
+    prune_k: float = 4.0  # pairs beyond prune_k kernel widths are dropped before each level
+    smoothness: float = 0.0  # windows model: penalty on squared differences of neighbouring windows
+    max_iter: int = 200
+    split_half: bool = True
+    backend: str = "auto"  # "cpu", "cuda" or "auto"
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> CometParams:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
+        p = cls(**params)
+        p.validate()
+        return p
+
+    def validate(self) -> None:
+        if self.model not in ("spline", "windows"):
+            raise ValueError("model must be 'spline' or 'windows'")
+        if self.backend not in ("cpu", "cuda", "auto"):
+            raise ValueError("backend must be 'cpu', 'cuda' or 'auto'")
+        for name in ("knot_frames", "merge_radius_nm", "fine_radius_nm", "max_drift_nm", "default_sigma_nm"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be positive")
+
+
+@dataclass
+class DriftResult:
+    """Estimated drift per frame (n_frames, D) in nm, drift[0] = 0; subtract it to correct."""
+
+    drift: np.ndarray
+    precision_nm: np.ndarray | None = None  # (D,) split-half estimate of the drift error (RMS, nm)
+    band: np.ndarray | None = None  # (n_frames, D) |d_A - d_B| / 2, smoothed, nm
+    coarse: np.ndarray | None = None  # (n_frames, D) pre-pass drift, nm
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        out = {"timings_s": {k: round(v, 4) for k, v in self.timings.items()}, "stats": self.stats}
+        if self.precision_nm is not None:
+            out["split_half_precision_nm"] = [round(float(v), 4) for v in self.precision_nm]
+        return out
+
+
+# ---------------------------------------------------------------- blink merging
+
+
+def merge_blinks(
+    frame: np.ndarray, pos: np.ndarray, var: np.ndarray, radius_nm: float, gap_frames: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge localizations within `radius_nm` (lateral) in frames at most `gap_frames` apart.
+
+    Returns (frame, pos, var, label): merged time (rounded mean frame), precision-weighted mean position,
+    combined variance, and for each input localization the index of its merged localization.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(frame)
+    scale = radius_nm
+    pts = np.column_stack([pos[:, 0], pos[:, 1], frame.astype(np.float64) * scale])
+    pairs = cKDTree(pts).query_pairs(radius_nm * np.sqrt(1.0 + gap_frames**2), output_type="ndarray")
+    if len(pairs):
+        a, b = pairs[:, 0], pairs[:, 1]
+        df = np.abs(frame[a] - frame[b])
+        d2 = ((pos[a, :2] - pos[b, :2]) ** 2).sum(1)
+        ok = (df >= 1) & (df <= gap_frames) & (d2 <= radius_nm**2)
+        a, b = a[ok], b[ok]
+    else:
+        a = b = np.zeros(0, dtype=np.intp)
+    graph = sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    n_groups, label = connected_components(graph, directed=False)
+    w = 1.0 / var
+    wsum = np.stack([np.bincount(label, w[:, d], n_groups) for d in range(pos.shape[1])], axis=1)
+    psum = np.stack([np.bincount(label, w[:, d] * pos[:, d], n_groups) for d in range(pos.shape[1])], axis=1)
+    count = np.bincount(label, minlength=n_groups)
+    fmean = np.bincount(label, frame.astype(np.float64), n_groups) / count
+    return np.rint(fmean).astype(np.int64), psum / wsum, 1.0 / wsum, label
+
+
+# ---------------------------------------------------------------- coarse pre-pass
+
+
+def _displacement_peak(diff: np.ndarray, sigma_nm: float, radius_nm: float) -> np.ndarray | None:
+    """Mode of a cloud of displacement vectors (P, D): histogram peak, then mean-shift refinement."""
+    if len(diff) < 3:
+        return None
+    from scipy.ndimage import gaussian_filter
+
+    lat = diff[:, :2]
+    bin_nm = max(sigma_nm / 2.0, radius_nm / 200.0)
+    nb = int(np.ceil(2 * radius_nm / bin_nm))
+    hist, ex, ey = np.histogram2d(lat[:, 0], lat[:, 1], bins=nb, range=[[-radius_nm, radius_nm]] * 2)
+    hist = gaussian_filter(hist, sigma_nm / bin_nm)
+    ix, iy = np.unravel_index(np.argmax(hist), hist.shape)
+    c = np.array([(ex[ix] + ex[ix + 1]) / 2, (ey[iy] + ey[iy + 1]) / 2])
+    for _ in range(5):
+        sel = ((lat - c) ** 2).sum(1) <= (2.0 * sigma_nm) ** 2
+        if not sel.any():
+            return None
+        c = lat[sel].mean(axis=0)
+    if diff.shape[1] == 2:
+        return c
+    z = diff[sel, 2]
+    sz = 2.5 * sigma_nm
+    hz, ez = np.histogram(z, bins=max(8, int(2 * radius_nm / sz)), range=(-radius_nm, radius_nm))
+    k = np.argmax(gaussian_filter(hz.astype(float), 1.0))
+    cz = (ez[k] + ez[k + 1]) / 2
+    for _ in range(5):
+        s = np.abs(z - cz) <= 2.0 * sz
+        if not s.any():
+            break
+        cz = z[s].mean()
+    return np.array([c[0], c[1], cz])
+
+
+def coarse_drift(
+    tidx: np.ndarray,
+    pos: np.ndarray,
+    n_times: int,
+    n_windows: int,
+    radius_nm: float,
+    sigma_nm: float,
+    max_lag: int = 3,
+) -> np.ndarray:
+    """Coarse drift (n_times, D) from window-to-window registration (lags 1..max_lag, least squares)."""
+    d = pos.shape[1]
+    edges = np.linspace(0, n_times, n_windows + 1)
+    win = np.clip(np.searchsorted(edges, tidx, side="right") - 1, 0, n_windows - 1)
+    order = np.argsort(win, kind="stable")
+    bounds = np.searchsorted(win[order], np.arange(n_windows + 1))
+    members = [order[bounds[w] : bounds[w + 1]] for w in range(n_windows)]
+    trees = [cKDTree(pos[m, :2]) if len(m) else None for m in members]
+    centres = np.array([tidx[m].mean() if len(m) else (edges[w] + edges[w + 1]) / 2 for w, m in enumerate(members)])
+
+    # lag-1 chain first (a prediction for longer lags), then all lags in one least-squares solve
+    shifts = np.zeros((n_windows, d))
+    rows: list[tuple[int, int, np.ndarray, float]] = []
+    for lag in range(1, max_lag + 1):
+        for w in range(n_windows - lag):
+            a, b = members[w], members[w + lag]
+            if trees[w] is None or trees[w + lag] is None:
+                continue
+            pred = shifts[w + lag] - shifts[w] if lag > 1 else np.zeros(d)
+            pa = pos[a] + pred  # move window a onto b's predicted place
+            sdm = cKDTree(pa[:, :2]).sparse_distance_matrix(trees[w + lag], radius_nm, output_type="ndarray")
+            if len(sdm) < 3:
+                continue
+            diff = pos[b[sdm["j"]]] - pa[sdm["i"]]
+            peak = _displacement_peak(diff, sigma_nm, radius_nm)
+            if peak is None:
+                continue
+            rows.append((w, w + lag, peak + pred, 1.0 / lag))
+        if lag == 1:
+            for w, v, s, _ in rows:
+                shifts[v] = shifts[w] + s
+    if rows:
+        # shift[v] - shift[w] = s for every measured pair; shift[0] = 0 pins the gauge
+        m = len(rows)
+        a_mat = sparse.lil_matrix((m + 1, n_windows))
+        rhs = np.zeros((m + 1, d))
+        for k, (w, v, s, wt) in enumerate(rows):
+            a_mat[k, v], a_mat[k, w] = wt, -wt
+            rhs[k] = s * wt
+        a_mat[m, 0] = 1.0
+        a_csr = a_mat.tocsr()
+        for ax in range(d):
+            shifts[:, ax] = sparse.linalg.lsqr(a_csr, rhs[:, ax], atol=1e-12, btol=1e-12)[0]
+    t = np.arange(n_times, dtype=np.float64)
+    return np.stack([np.interp(t, centres, shifts[:, ax]) for ax in range(d)], axis=1)
+
+
+# ---------------------------------------------------------------- drift model
+
+
+def drift_basis(n_times: int, model: str, knot_frames: float) -> sparse.csr_matrix:
+    """Sparse (n_times, K) matrix B with drift = B @ C; column 0 is the only one non-zero at frame 0."""
+    t = np.arange(n_times, dtype=np.float64)
+    if model == "windows":
+        k = max(1, int(np.ceil(n_times / knot_frames)))
+        col = np.minimum((t / knot_frames).astype(np.int64), k - 1)
+        return sparse.csr_matrix((np.ones(n_times), (np.arange(n_times), col)), shape=(n_times, k))
+    n_int = max(1, int(round((n_times - 1) / knot_frames)))
+    inner = np.linspace(0, max(n_times - 1, 1), n_int + 1)
+    knots = np.concatenate([[inner[0]] * 3, inner, [inner[-1]] * 3])
+    return BSpline.design_matrix(np.clip(t, inner[0], inner[-1]), knots, 3).tocsr()
+
+
+# ---------------------------------------------------------------- fine pass
+
+
+def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: float, min_dt: float):
+    tree = cKDTree(pos[:, :2])
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    i, j = pairs[:, 0], pairs[:, 1]
+    keep = np.abs(tidx[i] - tidx[j]) >= max(min_dt, 1)
+    if pos.shape[1] == 3:
+        zr = radius * np.sqrt(np.median(var[:, 2]) / np.median(var[:, 0]))
+        keep &= np.abs(pos[i, 2] - pos[j, 2]) <= zr
+    return i[keep], j[keep]
+
+
+def _make_pairs(backend, pos, var, tidx, i, j, anneal_var, n_times):
+    if backend == "cuda":
+        return PairSetCUDA(pos, var, tidx, i, j, anneal_var, n_times)
+    return PairSetCPU.build(pos, var, tidx, i, j, anneal_var, n_times)
+
+
+def fine_pass(
+    pos: np.ndarray,
+    var: np.ndarray,
+    tidx: np.ndarray,
+    n_times: int,
+    basis: sparse.csr_matrix,
+    anneal_nm: list[float],
+    radius_nm: float,
+    min_dt: float,
+    p: CometParams,
+    backend: str,
+    stats: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Drift table (n_times, D) minimising the pair cost; control point 0 is pinned (drift(0) = 0)."""
+    d = pos.shape[1]
+    k = basis.shape[1]
+    bt = basis.T.tocsr()
+    t0 = time.perf_counter()
+    i, j = _pair_search(pos, var, tidx, radius_nm, min_dt)
+    if stats is not None:
+        stats["pairs"] = int(len(i))
+        stats["pair_search_s"] = round(time.perf_counter() - t0, 4)
+    coef = np.zeros((k, d))
+    if len(i) == 0:
+        return basis @ coef
+    lam = p.smoothness if p.model == "windows" else 0.0
+    levels = []
+    for level, s_a in enumerate(anneal_nm):
+        anneal = np.full(d, float(s_a) ** 2)
+        if d == 3:
+            anneal[2] *= np.median(var[:, 2]) / np.median(var[:, 0])
+        drift_t = basis @ coef
+        if p.prune and level > 0:
+            r = (pos[i] - pos[j]) - (drift_t[tidx[i]] - drift_t[tidx[j]])
+            s2 = var[i] + var[j] + anneal
+            keep = ((r * r) / s2).sum(1) <= p.prune_k**2
+            i, j = i[keep], j[keep]
+        ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
+        scale = 1.0 / max(len(i), 1)
+
+        def fun(theta, ps=ps, scale=scale):
+            c = np.zeros((k, d))
+            c[1:] = theta.reshape(k - 1, d)
+            f, g_t = ps.cost_grad(basis @ c)
+            g = bt @ g_t
+            if lam:
+                dc = np.diff(c, axis=0)
+                f += lam * float((dc * dc).sum()) / scale
+                gp = np.zeros_like(c)
+                gp[1:] += 2 * lam * dc / scale
+                gp[:-1] -= 2 * lam * dc / scale
+                g += gp
+            return f * scale, (g[1:] * scale).ravel()
+
+        res = minimize(fun, coef[1:].ravel(), jac=True, method="L-BFGS-B",
+                       options={"maxiter": p.max_iter, "ftol": 1e-12, "gtol": 1e-12, "maxcor": 20})
+        coef[1:] = res.x.reshape(k - 1, d)
+        levels.append({"anneal_nm": float(s_a), "pairs": int(len(i)), "iterations": int(res.nit)})
+        if progress is not None:
+            progress((level + 1) / len(anneal_nm), "fine")
+    if stats is not None:
+        stats["levels"] = levels
+    return basis @ coef
+
+
+# ---------------------------------------------------------------- top level
+
+
+def _resolve_backend(name: str) -> str:
+    if name == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if name == "cuda" and not cuda_available():
+        raise RuntimeError("backend 'cuda' asked for, but no CUDA device is available")
+    return name
+
+
+def estimate_drift(
+    frame: np.ndarray,
+    pos: np.ndarray,
+    sigma: np.ndarray | None = None,
+    params: CometParams | None = None,
+    progress: Progress | None = None,
+) -> DriftResult:
+    """Estimate the drift of localizations (frame 0-based, pos (N, D) nm, sigma (N, D) nm or None).
+
+    Returns the drift per frame for frames 0..max(frame), pinned to 0 at frame 0.
+    """
+    p = params or CometParams()
+    p.validate()
+    backend = _resolve_backend(p.backend)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    frame = np.asarray(frame, dtype=np.int64)
+    pos = np.asarray(pos, dtype=np.float64)
+    d = pos.shape[1]
+    n_times = int(frame.max()) + 1
+    if sigma is None:
+        sigma = np.tile(np.array([p.default_sigma_nm, p.default_sigma_nm, p.default_sigma_z_nm][:d]), (len(pos), 1))
+    var = np.asarray(sigma, dtype=np.float64) ** 2
+    sig_med = float(np.sqrt(np.median(var[:, 0])))
+    stats: dict[str, Any] = {"localizations": int(len(pos)), "backend": backend, "dims": d}
+
+    def report(frac: float, stage: str) -> None:
+        if progress is not None:
+            progress(frac, stage)
+
+    # 1. blink merging
+    t0 = time.perf_counter()
+    if p.merge_blinks:
+        radius = p.merge_radius_nm or 3.0 * sig_med
+        tidx, mpos, mvar, _ = merge_blinks(frame, pos, var, radius, p.merge_gap_frames)
+    else:
+        tidx, mpos, mvar = frame, pos, var
+    stats["merged_localizations"] = int(len(mpos))
+    timings["merge"] = time.perf_counter() - t0
+    report(0.1, "merge")
+    if not p.precision_weighted:
+        mvar = np.tile(np.median(mvar, axis=0), (len(mvar), 1))
+
+    # drift model resolution: about 2000 merged localizations per knot interval, 5..200 intervals
+    knot = p.knot_frames or n_times / float(np.clip(len(mpos) / 2000.0, 5, 200))
+    knot = max(float(knot), 1.0)
+    basis = drift_basis(n_times, p.model, knot)
+    stats["knot_frames"] = round(knot, 3)
+    stats["control_points"] = int(basis.shape[1])
+    min_dt = p.min_pair_dt_frames if p.min_pair_dt_frames is not None else (knot / 2 if p.skip_same_window else 1)
+
+    # 2. coarse pre-pass
+    t0 = time.perf_counter()
+    coarse = np.zeros((n_times, d))
+    if p.prepass:
+        n_win = p.prepass_windows or int(np.clip(len(mpos) / 5000, 4, 40))
+        coarse = coarse_drift(tidx, mpos, n_times, n_win, p.max_drift_nm, sig_med)
+        coarse -= coarse[0]
+        sig_p90 = float(np.sqrt(np.percentile(mvar[:, 0], 90)))
+        anneal = p.anneal_nm if p.anneal_nm is not None else [12.0, 6.0, 3.0, 0.0]
+        radius = p.fine_radius_nm or p.prune_k * np.sqrt(2 * sig_p90**2 + anneal[0] ** 2)
+    else:
+        anneal = p.anneal_nm if p.anneal_nm is not None else [p.max_drift_nm / 3, 48.0, 24.0, 12.0, 6.0, 3.0, 0.0]
+        radius = p.fine_radius_nm or p.max_drift_nm
+    stats["fine_radius_nm"] = round(float(radius), 3)
+    timings["prepass"] = time.perf_counter() - t0
+    report(0.2, "prepass")
+
+    # 3. fine pass on the coarse-corrected positions
+    t0 = time.perf_counter()
+    cpos = mpos - coarse[tidx]
+    fine = fine_pass(cpos, mvar, tidx, n_times, basis, anneal, radius, min_dt, p, backend, stats,
+                     (lambda f, s: report(0.2 + 0.5 * f, s)) if progress else None)
+    drift = coarse + fine
+    drift -= drift[0]
+    timings["fine"] = time.perf_counter() - t0
+
+    # 4. split-half precision (started from the full estimate's coarse part, short anneal)
+    result = DriftResult(drift=drift, coarse=coarse, stats=stats)
+    if p.split_half and len(mpos) >= 20:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(p.seed)
+        half = rng.random(len(mpos)) < 0.5
+        halves = []
+        for sel in (half, ~half):
+            halves.append(fine_pass(cpos[sel], mvar[sel], tidx[sel], n_times, basis, anneal, radius, min_dt,
+                                    p, backend))
+        diff = (halves[0] - halves[1]) / 2.0
+        diff -= diff.mean(axis=0)
+        # each half has twice the variance of the full estimate: half the difference has the full one's
+        result.precision_nm = np.sqrt(np.mean(diff**2, axis=0))
+        from scipy.ndimage import uniform_filter1d
+
+        result.band = np.sqrt(uniform_filter1d(diff**2, size=max(3, int(knot)), axis=0, mode="nearest"))
+        timings["split_half"] = time.perf_counter() - t0
+    report(1.0, "done")
+    timings["total"] = time.perf_counter() - t_start
+    result.timings = timings
+    stats["params"] = asdict(p)
+    return result
+
+
+def correct(frame: np.ndarray, pos: np.ndarray, drift: np.ndarray) -> np.ndarray:
+    """Positions (N, D) nm with the drift of their frame removed."""
+    return pos - drift[np.asarray(frame, dtype=np.int64)]
