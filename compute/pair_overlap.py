@@ -18,8 +18,6 @@ block), and one atomic per block for the cost. Both return the same numbers (tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 
@@ -33,19 +31,29 @@ def cuda_available() -> bool:
         return False
 
 
-@dataclass
 class PairSetCPU:
     """Undirected pairs with their constant parts precomputed, for repeated cost/gradient evaluations.
 
-    dpos: (P, D) p_i - p_j in nm; ti, tj: (P,) time indices; inv_s2: (P, D) 1/s² in 1/nm²;
-    n_times: length of the drift table.
+    Per axis a: dpos[a] = p_i,a - p_j,a (nm) and inv_s2[a] = 1/s_a² (1/nm²), float32 1-D arrays;
+    ti, tj: time indices; the gradient is scattered to time indices by one sparse (n_times, P) matrix
+    holding +1 at (tj, k) and -1 at (ti, k). Reductions are in float64.
     """
 
-    dpos: np.ndarray
-    ti: np.ndarray
-    tj: np.ndarray
-    inv_s2: np.ndarray
-    n_times: int
+    def __init__(self, dpos, inv_s2, ti, tj, n_times: int):
+        self.dpos = [np.ascontiguousarray(a, dtype=np.float32) for a in dpos]
+        self.inv_s2 = [np.ascontiguousarray(a, dtype=np.float32) for a in inv_s2]
+        self.ti = np.asarray(ti, dtype=np.intp)
+        self.tj = np.asarray(tj, dtype=np.intp)
+        self.n_times = int(n_times)
+        p = len(self.ti)
+        k = np.arange(p)
+        from scipy import sparse
+
+        self._scatter = sparse.csr_matrix(
+            (np.concatenate([np.ones(p, np.float32), -np.ones(p, np.float32)]),
+             (np.concatenate([self.tj, self.ti]), np.concatenate([k, k]))),
+            shape=(self.n_times, p),
+        )
 
     @classmethod
     def build(
@@ -57,37 +65,38 @@ class PairSetCPU:
         j: np.ndarray,
         anneal_var: np.ndarray | float,
         n_times: int,
-        dtype: type = np.float64,
     ) -> PairSetCPU:
         """Pairs (i, j) of localizations with positions `pos` (N, D) nm, variances `var` (N, D) nm²."""
-        anneal = np.broadcast_to(np.asarray(anneal_var, dtype=np.float64), (pos.shape[1],))
-        s2 = var[i] + var[j] + anneal[None, :]
-        return cls(
-            dpos=(pos[i] - pos[j]).astype(dtype),
-            ti=np.asarray(tidx[i], dtype=np.intp),
-            tj=np.asarray(tidx[j], dtype=np.intp),
-            inv_s2=(1.0 / s2).astype(dtype),
-            n_times=int(n_times),
-        )
+        d = pos.shape[1]
+        anneal = np.broadcast_to(np.asarray(anneal_var, dtype=np.float64), (d,))
+        dpos = [pos[i, a] - pos[j, a] for a in range(d)]
+        inv_s2 = [1.0 / (var[i, a] + var[j, a] + anneal[a]) for a in range(d)]
+        return cls(dpos, inv_s2, tidx[i], tidx[j], n_times)
 
     def __len__(self) -> int:
         return len(self.ti)
 
     def residuals(self, drift_t: np.ndarray) -> np.ndarray:
         """r_ij (P, D) nm for the drift table `drift_t` (n_times, D) nm."""
-        drift_t = drift_t.astype(self.dpos.dtype, copy=False)
-        return self.dpos - (drift_t[self.ti] - drift_t[self.tj])
+        d = np.asarray(drift_t, dtype=np.float32).T
+        return np.stack([self.dpos[a] - (d[a][self.ti] - d[a][self.tj]) for a in range(len(self.dpos))], 1)
 
     def cost_grad(self, drift_t: np.ndarray) -> tuple[float, np.ndarray]:
         """Cost (sum over pairs) and its gradient (n_times, D) with respect to the drift table."""
-        r = self.residuals(drift_t)
-        rs = r * self.inv_s2
-        e = np.exp(-0.5 * np.einsum("pd,pd->p", r, rs))
-        g = rs * e[:, None]
-        grad = np.empty((self.n_times, r.shape[1]), dtype=np.float64)
-        for a in range(r.shape[1]):
-            ga = g[:, a]
-            grad[:, a] = np.bincount(self.tj, ga, self.n_times) - np.bincount(self.ti, ga, self.n_times)
+        d = np.ascontiguousarray(np.asarray(drift_t, dtype=np.float32).T)
+        q = np.zeros(len(self.ti), dtype=np.float32)
+        rs = []
+        for a in range(len(self.dpos)):
+            r = self.dpos[a] - (d[a][self.ti] - d[a][self.tj])
+            ra = r * self.inv_s2[a]
+            q += r * ra
+            rs.append(ra)
+        q *= -0.5
+        e = np.exp(q)
+        g = np.empty((len(self.ti), len(rs)), dtype=np.float32)
+        for a, ra in enumerate(rs):
+            np.multiply(ra, e, out=g[:, a])
+        grad = np.asarray(self._scatter @ g, dtype=np.float64)
         return -float(e.sum(dtype=np.float64)), grad
 
 

@@ -57,7 +57,8 @@ class CometParams:
     prune: bool = True
     prune_k: float = 4.0  # pairs beyond prune_k kernel widths are dropped before each level
     smoothness: float = 0.0  # windows model: penalty on squared differences of neighbouring windows
-    max_iter: int = 200
+    max_iter: int = 200  # L-BFGS-B iterations of the last level (earlier levels get a quarter)
+    tol_nm: float = 0.002  # stop a level when no control point moves more than this in one iteration
     split_half: bool = True
     backend: str = "auto"  # "cpu", "cuda" or "auto"
     seed: int = 0
@@ -278,7 +279,7 @@ def fine_pass(
     stats: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Drift table (n_times, D) minimising the pair cost; control point 0 is pinned (drift(0) = 0)."""
+    """Drift table (n_times, D) minimising the pair cost, pinned to drift(0) = 0."""
     d = pos.shape[1]
     k = basis.shape[1]
     bt = basis.T.tocsr()
@@ -305,9 +306,11 @@ def fine_pass(
         ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
         scale = 1.0 / max(len(i), 1)
 
+        # All control points are free: the cost is invariant to a global shift, and pinning one point
+        # inside the optimiser would leave the "everything else moves together" mode with a curvature
+        # K times smaller than the others (slow L-BFGS). The gauge is fixed exactly afterwards.
         def fun(theta, ps=ps, scale=scale):
-            c = np.zeros((k, d))
-            c[1:] = theta.reshape(k - 1, d)
+            c = theta.reshape(k, d)
             f, g_t = ps.cost_grad(basis @ c)
             g = bt @ g_t
             if lam:
@@ -317,17 +320,32 @@ def fine_pass(
                 gp[1:] += 2 * lam * dc / scale
                 gp[:-1] -= 2 * lam * dc / scale
                 g += gp
-            return f * scale, (g[1:] * scale).ravel()
+            return f * scale, (g * scale).ravel()
 
-        res = minimize(fun, coef[1:].ravel(), jac=True, method="L-BFGS-B",
-                       options={"maxiter": p.max_iter, "ftol": 1e-12, "gtol": 1e-12, "maxcor": 20})
-        coef[1:] = res.x.reshape(k - 1, d)
-        levels.append({"anneal_nm": float(s_a), "pairs": int(len(i)), "iterations": int(res.nit)})
+        last = level == len(anneal_nm) - 1
+        state = {"x": coef.ravel().copy(), "nit": 0}
+
+        def stop_when_still(xk, state=state):
+            # converged when no control point moved more than tol_nm in one iteration
+            x = xk
+            state["nit"] += 1
+            moved = float(np.abs(x - state["x"]).max()) if x.size else 0.0
+            state["x"] = x.copy()
+            if moved < p.tol_nm:
+                raise StopIteration
+
+        max_iter = p.max_iter if last else max(5, p.max_iter // 4)
+        res = minimize(fun, coef.ravel(), jac=True, method="L-BFGS-B", callback=stop_when_still,
+                       options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-15, "maxcor": 20})
+        coef = res.x.reshape(k, d).copy()
+        levels.append({"anneal_nm": float(s_a), "pairs": int(len(i)), "iterations": int(state["nit"]),
+                       "evaluations": int(res.nfev)})
         if progress is not None:
             progress((level + 1) / len(anneal_nm), "fine")
     if stats is not None:
         stats["levels"] = levels
-    return basis @ coef
+    drift = basis @ coef
+    return drift - drift[0]
 
 
 # ---------------------------------------------------------------- top level
@@ -384,8 +402,8 @@ def estimate_drift(
     if not p.precision_weighted:
         mvar = np.tile(np.median(mvar, axis=0), (len(mvar), 1))
 
-    # drift model resolution: about 2000 merged localizations per knot interval, 5..200 intervals
-    knot = p.knot_frames or n_times / float(np.clip(len(mpos) / 2000.0, 5, 200))
+    # drift model resolution: about 1000 merged localizations per knot interval, 5..400 intervals
+    knot = p.knot_frames or n_times / float(np.clip(len(mpos) / 1000.0, 5, 400))
     knot = max(float(knot), 1.0)
     basis = drift_basis(n_times, p.model, knot)
     stats["knot_frames"] = round(knot, 3)
@@ -400,7 +418,7 @@ def estimate_drift(
         coarse = coarse_drift(tidx, mpos, n_times, n_win, p.max_drift_nm, sig_med)
         coarse -= coarse[0]
         sig_p90 = float(np.sqrt(np.percentile(mvar[:, 0], 90)))
-        anneal = p.anneal_nm if p.anneal_nm is not None else [12.0, 6.0, 3.0, 0.0]
+        anneal = p.anneal_nm if p.anneal_nm is not None else [6.0, 0.0]
         radius = p.fine_radius_nm or p.prune_k * np.sqrt(2 * sig_p90**2 + anneal[0] ** 2)
     else:
         anneal = p.anneal_nm if p.anneal_nm is not None else [p.max_drift_nm / 3, 48.0, 24.0, 12.0, 6.0, 3.0, 0.0]
