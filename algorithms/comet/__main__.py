@@ -1,0 +1,4 @@
+from algorithms.cli import run_main
+from algorithms.comet.run import main
+
+raise SystemExit(run_main(main))
