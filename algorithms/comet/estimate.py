@@ -416,6 +416,11 @@ def estimate_drift(
     if p.prepass:
         n_win = p.prepass_windows or int(np.clip(len(mpos) / 5000, 4, 40))
         coarse = coarse_drift(tidx, mpos, n_times, n_win, p.max_drift_nm, sig_med)
+        # Project onto the drift model: the interpolated coarse drift has kinks at window centres that
+        # a cubic spline residual could not undo; in the model's span, coarse + fine stays in it too.
+        btb = (basis.T @ basis).toarray()
+        coef0 = np.linalg.solve(btb + 1e-9 * np.trace(btb) / len(btb) * np.eye(len(btb)), basis.T @ coarse)
+        coarse = basis @ coef0
         coarse -= coarse[0]
         sig_p90 = float(np.sqrt(np.percentile(mvar[:, 0], 90)))
         anneal = p.anneal_nm if p.anneal_nm is not None else [6.0, 0.0]

@@ -93,10 +93,10 @@ def plot_drift(result: DriftResult, path: Path) -> None:
     frames = np.arange(len(result.drift))
     fig, axs = plt.subplots(d, 1, figsize=(8, 2.2 * d + 0.6), sharex=True, squeeze=False)
     for a, ax in enumerate(axs[:, 0]):
-        ax.plot(frames, result.drift[:, a], lw=1.0, color="C%d" % a)
+        ax.plot(frames, result.drift[:, a], lw=1.0, color=f"C{a}")
         if result.band is not None:
             band = 2.0 * result.band[:, a]  # ±2× the split-half estimate: about a 95 % band
-            ax.fill_between(frames, result.drift[:, a] - band, result.drift[:, a] + band, color="C%d" % a,
+            ax.fill_between(frames, result.drift[:, a] - band, result.drift[:, a] + band, color=f"C{a}",
                             alpha=0.3, lw=0)
         ax.set_ylabel(f"{'xyz'[a]} drift (nm)")
         ax.grid(alpha=0.3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import importlib
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,7 @@ def write_table(table: LocTable, path: Path, fmt: str) -> None:
     with atomic_output(path, "wb") as fh, h5py.File(fh, "w") as f:
         f.attrs["units"] = "nm"
         f.attrs["frame_origin"] = 0
+        f.attrs["columns"] = ",".join(table.columns)  # h5 groups iterate alphabetically: keep the order
         for name, col in table.columns.items():
             f.create_dataset(name, data=col)
 
@@ -94,7 +96,9 @@ def _read_csv(path: Path) -> LocTable:
         raise BadInput(f"{path.name} is empty")
     names = [_canonical(h) for h in header]
     try:
-        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+            data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     except ValueError as exc:
         raise BadInput(f"{path.name}: not a numeric CSV table ({exc})") from None
     if data.size == 0:
@@ -117,6 +121,11 @@ def _read_h5(path: Path) -> LocTable:
             if str(unit).lower() != "nm":
                 raise BadInput(f"{path.name} is in {unit}; this reader needs nm")
             cols = {name: np.asarray(ds[()]) for name, ds in f.items() if isinstance(ds, h5py.Dataset)}
+            order = f.attrs.get("columns")
+            if order is not None:
+                order = order.decode() if isinstance(order, bytes) else str(order)
+                names = [n for n in order.split(",") if n in cols]
+                cols = {n: cols[n] for n in names + [n for n in cols if n not in names]}
     except OSError as exc:
         raise BadInput(f"{path.name} is not a readable h5 file ({exc})") from None
     return _to_table(cols, path)
