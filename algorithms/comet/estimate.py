@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from scipy.interpolate import BSpline
+from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 from scipy.spatial import cKDTree
 
@@ -57,6 +58,7 @@ class CometParams:
     prune: bool = True
     prune_k: float = 4.0  # pairs beyond prune_k kernel widths are dropped before each level
     smoothness: float = 0.0  # windows model: penalty on squared differences of neighbouring windows
+    optimizer: str = "lbfgs"  # "newton" (preconditioned, backtracking) or "lbfgs" (L-BFGS-B, whitened)
     max_iter: int = 200  # L-BFGS-B iterations of the last level (earlier levels get a quarter)
     tol_nm: float = 0.002  # stop a level when no control point moves more than this in one iteration
     split_half: bool = True
@@ -76,6 +78,8 @@ class CometParams:
     def validate(self) -> None:
         if self.model not in ("spline", "windows"):
             raise ValueError("model must be 'spline' or 'windows'")
+        if self.optimizer not in ("newton", "lbfgs"):
+            raise ValueError("optimizer must be 'newton' or 'lbfgs'")
         if self.backend not in ("cpu", "cuda", "auto"):
             raise ValueError("backend must be 'cpu', 'cuda' or 'auto'")
         for name in ("knot_frames", "merge_radius_nm", "fine_radius_nm", "max_drift_nm", "default_sigma_nm"):
@@ -259,6 +263,59 @@ def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: flo
     return i[keep], j[keep]
 
 
+def _preconditioner(basis, ti, tj, h, n_times, lam, scale):
+    """Cholesky factors (D, K, K) of the Gauss-Newton curvature per axis, from time-binned pair weights.
+
+    h: (P, D) curvature weights e_ij / s_ij² of the pairs. Times are binned at 4 bins per control point
+    (the basis is smooth on that scale), so the (bins × bins) weight matrix is one bincount.
+    """
+    k = basis.shape[1]
+    nb = int(min(n_times, 4 * k))
+    tb_i = (ti * nb) // n_times
+    tb_j = (tj * nb) // n_times
+    centres = np.minimum(((np.arange(nb) + 0.5) * n_times / nb).astype(np.int64), n_times - 1)
+    bb = basis[centres].toarray()
+    flat = tb_i * nb + tb_j
+    out = []
+    for a in range(h.shape[1]):
+        w = np.bincount(flat, h[:, a], nb * nb).reshape(nb, nb)
+        w = w + w.T
+        lap = np.diag(w.sum(1)) - w
+        hess = bb.T @ lap @ bb * scale
+        if lam:
+            dm = np.diff(np.eye(k), axis=0)
+            hess += 2 * lam * dm.T @ dm
+        ridge = 1e-6 * max(np.trace(hess) / k, 1e-300)
+        out.append(np.linalg.cholesky(hess + ridge * np.eye(k)))
+    return np.stack(out)
+
+
+def _newton(fun, to_coef, coef, chol, max_iter, tol_nm):
+    """Newton steps in whitened coordinates (Hessian ≈ identity there) with backtracking.
+
+    Returns (coef, iterations, evaluations). Stops when no control point moves more than tol_nm.
+    """
+    d = coef.shape[1]
+    u = np.stack([chol[a].T @ coef[:, a] for a in range(d)]).ravel()
+    f, g = fun(u)
+    nfev, nit = 1, 0
+    for nit in range(1, max_iter + 1):  # noqa: B007
+        step = -g
+        slope = float(g @ step)
+        t = 1.0
+        while True:
+            f_new, g_new = fun(u + t * step)
+            nfev += 1
+            if f_new <= f + 1e-4 * t * slope or t < 1e-4:
+                break
+            t *= 0.5
+        moved = float(np.abs(to_coef(t * step)).max())
+        u, f, g = u + t * step, f_new, g_new
+        if moved < tol_nm:
+            break
+    return to_coef(u), nit, nfev
+
+
 def _make_pairs(backend, pos, var, tidx, i, j, anneal_var, n_times):
     if backend == "cuda":
         return PairSetCUDA(pos, var, tidx, i, j, anneal_var, n_times)
@@ -293,24 +350,36 @@ def fine_pass(
         return basis @ coef
     lam = p.smoothness if p.model == "windows" else 0.0
     levels = []
+    ti_all, tj_all = tidx[i], tidx[j]
     for level, s_a in enumerate(anneal_nm):
         anneal = np.full(d, float(s_a) ** 2)
         if d == 3:
             anneal[2] *= np.median(var[:, 2]) / np.median(var[:, 0])
         drift_t = basis @ coef
+        r = (pos[i] - pos[j]) - (drift_t[ti_all] - drift_t[tj_all])
+        inv_s2 = 1.0 / (var[i] + var[j] + anneal)
+        q = ((r * r) * inv_s2).sum(1)
         if p.prune and level > 0:
-            r = (pos[i] - pos[j]) - (drift_t[tidx[i]] - drift_t[tidx[j]])
-            s2 = var[i] + var[j] + anneal
-            keep = ((r * r) / s2).sum(1) <= p.prune_k**2
-            i, j = i[keep], j[keep]
+            keep = q <= p.prune_k**2
+            i, j, ti_all, tj_all, q, inv_s2 = i[keep], j[keep], ti_all[keep], tj_all[keep], q[keep], inv_s2[keep]
         ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
         scale = 1.0 / max(len(i), 1)
+        # expected curvature per axis, e (1/s² - r²/s⁴), floored at 0 (pairs far out bend the other way)
+        r2s = (r if not (p.prune and level > 0) else r[keep]) ** 2 * inv_s2
+        h = np.exp(-0.5 * q)[:, None] * inv_s2 * np.clip(1.0 - r2s, 0.0, None)
+        chol = _preconditioner(basis, ti_all, tj_all, h, n_times, lam, scale)
 
         # All control points are free: the cost is invariant to a global shift, and pinning one point
         # inside the optimiser would leave the "everything else moves together" mode with a curvature
         # K times smaller than the others (slow L-BFGS). The gauge is fixed exactly afterwards.
-        def fun(theta, ps=ps, scale=scale):
-            c = theta.reshape(k, d)
+        # The optimiser works in whitened coordinates u_a = R_aᵀ c_a (H_a ≈ R_a R_aᵀ, Gauss-Newton
+        # curvature per axis), where the Hessian is close to the identity: a handful of iterations.
+        def to_coef(u, chol=chol):
+            u = u.reshape(d, k)
+            return np.stack([solve_triangular(chol[a], u[a], lower=True, trans="T") for a in range(d)], 1)
+
+        def fun(u, ps=ps, scale=scale, chol=chol):
+            c = to_coef(u)
             f, g_t = ps.cost_grad(basis @ c)
             g = bt @ g_t
             if lam:
@@ -320,26 +389,33 @@ def fine_pass(
                 gp[1:] += 2 * lam * dc / scale
                 gp[:-1] -= 2 * lam * dc / scale
                 g += gp
-            return f * scale, (g * scale).ravel()
+            g *= scale
+            gu = np.stack([solve_triangular(chol[a], g[:, a], lower=True) for a in range(d)])
+            return f * scale, gu.ravel()
 
         last = level == len(anneal_nm) - 1
-        state = {"x": coef.ravel().copy(), "nit": 0}
+        state = {"c": coef.copy(), "nit": 0}
 
         def stop_when_still(xk, state=state):
             # converged when no control point moved more than tol_nm in one iteration
-            x = xk
+            c = to_coef(xk)
             state["nit"] += 1
-            moved = float(np.abs(x - state["x"]).max()) if x.size else 0.0
-            state["x"] = x.copy()
+            moved = float(np.abs(c - state["c"]).max()) if c.size else 0.0
+            state["c"] = c
             if moved < p.tol_nm:
                 raise StopIteration
 
         max_iter = p.max_iter if last else max(5, p.max_iter // 4)
-        res = minimize(fun, coef.ravel(), jac=True, method="L-BFGS-B", callback=stop_when_still,
-                       options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-15, "maxcor": 20})
-        coef = res.x.reshape(k, d).copy()
+        if p.optimizer == "newton":
+            coef, nit, nfev = _newton(fun, to_coef, coef, chol, max_iter, p.tol_nm)
+            state["nit"] = nit
+        else:
+            u0 = np.stack([chol[a].T @ coef[:, a] for a in range(d)]).ravel()
+            res = minimize(fun, u0, jac=True, method="L-BFGS-B", callback=stop_when_still,
+                           options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-15, "maxcor": 20})
+            coef, nfev = to_coef(res.x), res.nfev
         levels.append({"anneal_nm": float(s_a), "pairs": int(len(i)), "iterations": int(state["nit"]),
-                       "evaluations": int(res.nfev)})
+                       "evaluations": int(nfev)})
         if progress is not None:
             progress((level + 1) / len(anneal_nm), "fine")
     if stats is not None:
