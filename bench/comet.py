@@ -13,20 +13,27 @@ Prints a table and writes bench/results/comet.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import asdict
-from pathlib import Path
 
-import numpy as np
+# Same BLAS threading as the CLI (algorithms/comet/__main__.py): one thread, set before numpy loads.
+_SET_HERE = [v for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS") if v not in os.environ]
+for _var in _SET_HERE:
+    os.environ[_var] = "1"  # the peers run with the environment as it was (PEER_ENV)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PEER_ENV = {k: v for k, v in os.environ.items() if k not in _SET_HERE}
 sys.path.insert(0, str(ROOT))
 
 from algorithms.comet.estimate import CometParams, estimate_drift  # noqa: E402
@@ -78,7 +85,7 @@ def run_peer(peer, sim, dims, peer_python, timeout) -> dict:
         np.savez(path, frame=t["frame"], n_frames=len(sim.drift), **cols)
         try:
             proc = subprocess.run([peer_python, str(ROOT / "bench" / "comet_peers.py"), peer, str(path)],
-                                  capture_output=True, text=True, timeout=timeout)
+                                  capture_output=True, text=True, timeout=timeout, env=PEER_ENV)
         except subprocess.TimeoutExpired:
             return {"method": peer, "skipped": f"timed out after {timeout} s"}
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]

@@ -12,8 +12,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+# this folder holds bench/comet.py, which would shadow the comet-smlm package `comet`
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 PX_NM = 130.0  # camera pixel handed to the tools that work in pixels (AIM)
 

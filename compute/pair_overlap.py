@@ -39,9 +39,10 @@ class PairSetCPU:
     holding +1 at (tj, k) and -1 at (ti, k). Reductions are in float64.
     """
 
-    def __init__(self, dpos, inv_s2, ti, tj, n_times: int):
+    def __init__(self, dpos, vsum, anneal_var, ti, tj, n_times: int):
         self.dpos = [np.ascontiguousarray(a, dtype=np.float32) for a in dpos]
-        self.inv_s2 = [np.ascontiguousarray(a, dtype=np.float32) for a in inv_s2]
+        self.vsum = [np.ascontiguousarray(a, dtype=np.float32) for a in vsum]
+        self.set_anneal(anneal_var)
         self.ti = np.asarray(ti, dtype=np.intp)
         self.tj = np.asarray(tj, dtype=np.intp)
         self.n_times = int(n_times)
@@ -68,10 +69,19 @@ class PairSetCPU:
     ) -> PairSetCPU:
         """Pairs (i, j) of localizations with positions `pos` (N, D) nm, variances `var` (N, D) nm²."""
         d = pos.shape[1]
-        anneal = np.broadcast_to(np.asarray(anneal_var, dtype=np.float64), (d,))
         dpos = [pos[i, a] - pos[j, a] for a in range(d)]
-        inv_s2 = [1.0 / (var[i, a] + var[j, a] + anneal[a]) for a in range(d)]
-        return cls(dpos, inv_s2, tidx[i], tidx[j], n_times)
+        vsum = [var[i, a] + var[j, a] for a in range(d)]
+        return cls(dpos, vsum, anneal_var, tidx[i], tidx[j], n_times)
+
+    def set_anneal(self, anneal_var: np.ndarray | float) -> None:
+        """Kernel widths s² = v_i + v_j + anneal_var (per axis, nm²) for the next evaluations."""
+        anneal = np.broadcast_to(np.asarray(anneal_var, dtype=np.float64), (len(self.vsum),))
+        self.inv_s2 = [(1.0 / (v + np.float32(anneal[a]))).astype(np.float32) for a, v in enumerate(self.vsum)]
+
+    def scaled_distance2(self, drift_t: np.ndarray) -> np.ndarray:
+        """Σ_a r_a² / s_a² per pair for the current kernel widths (for pruning)."""
+        r = self.residuals(drift_t)
+        return sum(r[:, a] ** 2 * self.inv_s2[a] for a in range(r.shape[1]))
 
     def __len__(self) -> int:
         return len(self.ti)
@@ -81,8 +91,12 @@ class PairSetCPU:
         d = np.asarray(drift_t, dtype=np.float32).T
         return np.stack([self.dpos[a] - (d[a][self.ti] - d[a][self.tj]) for a in range(len(self.dpos))], 1)
 
-    def cost_grad(self, drift_t: np.ndarray) -> tuple[float, np.ndarray]:
-        """Cost (sum over pairs) and its gradient (n_times, D) with respect to the drift table."""
+    def cost_grad(self, drift_t: np.ndarray, curvature: bool = False):
+        """Cost (sum over pairs) and its gradient (n_times, D) with respect to the drift table.
+
+        With `curvature`, also the per-pair, per-axis curvature weights (P, D) of the cost along r,
+        e (1/s² - r²/s⁴), floored at 0 so that the Hessian built from them is positive semi-definite.
+        """
         d = np.ascontiguousarray(np.asarray(drift_t, dtype=np.float32).T)
         q = np.zeros(len(self.ti), dtype=np.float32)
         rs = []
@@ -97,7 +111,14 @@ class PairSetCPU:
         for a, ra in enumerate(rs):
             np.multiply(ra, e, out=g[:, a])
         grad = np.asarray(self._scatter @ g, dtype=np.float64)
-        return -float(e.sum(dtype=np.float64)), grad
+        cost = -float(e.sum(dtype=np.float64))
+        if not curvature:
+            return cost, grad
+        h = np.empty_like(g)
+        for a, ra in enumerate(rs):
+            # e/s² · (1 - r²/s²) = e·inv_s2 - e·(r·inv_s2)²
+            np.clip(e * self.inv_s2[a] - e * ra * ra, 0.0, None, out=h[:, a])
+        return cost, grad, h
 
 
 def pair_cost_grad_cpu(
@@ -219,6 +240,9 @@ class PairSetCUDA:
         self.rows = cp.asarray(rows)
         self.cols = cp.asarray(cols)
         self.anneal = cp.asarray(np.broadcast_to(np.asarray(anneal_var, np.float64), (self.D,)).copy())
+
+    def set_anneal(self, anneal_var) -> None:
+        self.anneal = self._cp.asarray(np.broadcast_to(np.asarray(anneal_var, np.float64), (self.D,)).copy())
 
     def cost_grad(self, drift_t: np.ndarray) -> tuple[float, np.ndarray]:
         cp = self._cp

@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from scipy.interpolate import BSpline
-from scipy.linalg import solve_triangular
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.spatial import cKDTree
 
 from compute.pair_overlap import PairSetCPU, PairSetCUDA, cuda_available
 
 Progress = Callable[[float, str], None]
+_DEBUG = False  # print Newton iterations (development aid)
 
 
 @dataclass
@@ -58,9 +59,9 @@ class CometParams:
     prune: bool = True
     prune_k: float = 4.0  # pairs beyond prune_k kernel widths are dropped before each level
     smoothness: float = 0.0  # windows model: penalty on squared differences of neighbouring windows
-    optimizer: str = "lbfgs"  # "newton" (preconditioned, backtracking) or "lbfgs" (L-BFGS-B, whitened)
+    optimizer: str = "newton"  # "newton" (curvature rebuilt each step, CPU) or "lbfgs" (L-BFGS-B, whitened)
     max_iter: int = 200  # L-BFGS-B iterations of the last level (earlier levels get a quarter)
-    tol_nm: float = 0.002  # stop a level when no control point moves more than this in one iteration
+    tol_nm: float = 0.005  # stop a level when no control point moves more than this in one iteration
     split_half: bool = True
     backend: str = "auto"  # "cpu", "cuda" or "auto"
     seed: int = 0
@@ -185,8 +186,12 @@ def coarse_drift(
     radius_nm: float,
     sigma_nm: float,
     max_lag: int = 3,
-) -> np.ndarray:
-    """Coarse drift (n_times, D) from window-to-window registration (lags 1..max_lag, least squares)."""
+) -> tuple[np.ndarray, float]:
+    """Coarse drift (n_times, D) from window-to-window registration (lags 1..max_lag, least squares).
+
+    Also returns the RMS lateral change between neighbouring windows (nm): drift within a window is of
+    that order, so it sets how wide the fine pass's first kernel must be.
+    """
     d = pos.shape[1]
     edges = np.linspace(0, n_times, n_windows + 1)
     win = np.clip(np.searchsorted(edges, tidx, side="right") - 1, 0, n_windows - 1)
@@ -230,7 +235,8 @@ def coarse_drift(
         for ax in range(d):
             shifts[:, ax] = sparse.linalg.lsqr(a_csr, rhs[:, ax], atol=1e-12, btol=1e-12)[0]
     t = np.arange(n_times, dtype=np.float64)
-    return np.stack([np.interp(t, centres, shifts[:, ax]) for ax in range(d)], axis=1)
+    step = float(np.sqrt(np.mean(np.diff(shifts[:, :2], axis=0) ** 2))) if n_windows > 1 else 0.0
+    return np.stack([np.interp(t, centres, shifts[:, ax]) for ax in range(d)], axis=1), step
 
 
 # ---------------------------------------------------------------- drift model
@@ -263,31 +269,37 @@ def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: flo
     return i[keep], j[keep]
 
 
-def _preconditioner(basis, ti, tj, h, n_times, lam, scale):
-    """Cholesky factors (D, K, K) of the Gauss-Newton curvature per axis, from time-binned pair weights.
+def _curvature(basis, ti, tj, h, n_times, lam, scale):
+    """Gauss-Newton-like curvature (D, K, K) of the cost in the control points, per axis.
 
-    h: (P, D) curvature weights e_ij / s_ij² of the pairs. Times are binned at 4 bins per control point
-    (the basis is smooth on that scale), so the (bins × bins) weight matrix is one bincount.
+    h: (P, D) curvature weights of the pairs along r. Times are binned at 4 bins per control point
+    (the basis is smooth on that scale), so the (bins × bins) pair-weight matrix W is one bincount and
+    H = Bᵀ (diag(W 1) - W) B with B the (sparse) basis at the bin centres.
     """
     k = basis.shape[1]
     nb = int(min(n_times, 4 * k))
-    tb_i = (ti * nb) // n_times
-    tb_j = (tj * nb) // n_times
+    flat = ((ti * nb) // n_times) * nb + (tj * nb) // n_times
     centres = np.minimum(((np.arange(nb) + 0.5) * n_times / nb).astype(np.int64), n_times - 1)
-    bb = basis[centres].toarray()
-    flat = tb_i * nb + tb_j
+    bb = basis[centres].tocsc()
     out = []
     for a in range(h.shape[1]):
         w = np.bincount(flat, h[:, a], nb * nb).reshape(nb, nb)
         w = w + w.T
-        lap = np.diag(w.sum(1)) - w
-        hess = bb.T @ lap @ bb * scale
+        wb = np.asarray((bb.T @ w.T).T)  # W @ B, dense (nb, k)
+        hess = (bb.T @ (w.sum(1)[:, None] * bb.toarray())) - np.asarray(bb.T @ wb)
+        hess = np.asarray(hess) * scale
         if lam:
             dm = np.diff(np.eye(k), axis=0)
             hess += 2 * lam * dm.T @ dm
-        ridge = 1e-6 * max(np.trace(hess) / k, 1e-300)
-        out.append(np.linalg.cholesky(hess + ridge * np.eye(k)))
+        out.append(hess)
     return np.stack(out)
+
+
+def _preconditioner(basis, ti, tj, h, n_times, lam, scale):
+    """Cholesky factors (D, K, K) of `_curvature` (with a small ridge for the global-shift null mode)."""
+    hess = _curvature(basis, ti, tj, h, n_times, lam, scale)
+    k = hess.shape[1]
+    return np.stack([np.linalg.cholesky(hh + 1e-6 * max(np.trace(hh) / k, 1e-300) * np.eye(k)) for hh in hess])
 
 
 def _newton(fun, to_coef, coef, chol, max_iter, tol_nm):
@@ -314,6 +326,57 @@ def _newton(fun, to_coef, coef, chol, max_iter, tol_nm):
         if moved < tol_nm:
             break
     return to_coef(u), nit, nfev
+
+
+def _newton_exact(ps, basis, bt, ti, tj, coef, n_times, lam, scale, max_iter, tol_nm, trust_nm):
+    """Newton with the curvature rebuilt at every iterate from the same pass over the pairs.
+
+    Each iterate costs one evaluation when its step is accepted (the trial point's cost, gradient and
+    curvature are reused as the next iterate's). Returns (coef, iterations, evaluations).
+    """
+    k, d = coef.shape
+    dm = np.diff(np.eye(k), axis=0) if lam else None
+
+    def evaluate(c):
+        f, g_t, h = ps.cost_grad(basis @ c, curvature=True)
+        g = bt @ g_t
+        if lam:
+            dc = np.diff(c, axis=0)
+            f += lam * float((dc * dc).sum()) / scale
+            g += 2 * lam * (dm.T @ dc) / scale
+        return f * scale, g * scale, h
+
+    f, g, h = evaluate(coef)
+    nfev, nit = 1, 0
+    for nit in range(1, max_iter + 1):  # noqa: B007
+        hess = _curvature(basis, ti, tj, h, n_times, lam, scale)
+        step = np.empty_like(coef)
+        for a in range(d):
+            ha = hess[a] + 1e-3 * max(np.trace(hess[a]) / k, 1e-300) * np.eye(k)
+            # Cholesky, not np.linalg.solve: the latter's threaded LU is very slow on a busy machine
+            step[:, a] = -cho_solve(cho_factor(ha, lower=True, check_finite=False), g[:, a], check_finite=False)
+        slope = float((g * step).sum())
+        big = float(np.abs(step).max())
+        if big > trust_nm:  # poorly constrained control points (few pairs) would take wild steps
+            step *= trust_nm / big
+            slope = float((g * step).sum())
+        if slope >= 0:  # not a descent direction (should not happen with a PSD curvature): gradient step
+            step = -g / max(np.abs(np.diagonal(hess, axis1=1, axis2=2)).max(), 1e-300)
+            slope = float((g * step).sum())
+        t = 1.0
+        while True:
+            f_new, g_new, h_new = evaluate(coef + t * step)
+            nfev += 1
+            if f_new <= f + 1e-4 * t * slope or t < 1e-3:
+                break
+            t *= 0.5
+        coef = coef + t * step
+        f, g, h = f_new, g_new, h_new
+        if _DEBUG:
+            print("newton", nit, t, float(np.abs(t * step).max()), f)
+        if float(np.abs(t * step).max()) < tol_nm:
+            break
+    return coef, nit, nfev
 
 
 def _make_pairs(backend, pos, var, tidx, i, j, anneal_var, n_times):
@@ -351,23 +414,34 @@ def fine_pass(
     lam = p.smoothness if p.model == "windows" else 0.0
     levels = []
     ti_all, tj_all = tidx[i], tidx[j]
+    ps = None
     for level, s_a in enumerate(anneal_nm):
         anneal = np.full(d, float(s_a) ** 2)
         if d == 3:
             anneal[2] *= np.median(var[:, 2]) / np.median(var[:, 0])
-        drift_t = basis @ coef
-        r = (pos[i] - pos[j]) - (drift_t[ti_all] - drift_t[tj_all])
-        inv_s2 = 1.0 / (var[i] + var[j] + anneal)
-        q = ((r * r) * inv_s2).sum(1)
-        if p.prune and level > 0:
-            keep = q <= p.prune_k**2
-            i, j, ti_all, tj_all, q, inv_s2 = i[keep], j[keep], ti_all[keep], tj_all[keep], q[keep], inv_s2[keep]
-        ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
+        if ps is None:
+            ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
+        else:
+            ps.set_anneal(anneal)
+            if p.prune:
+                # pairs beyond prune_k kernel widths add nothing: rebuild without them when that
+                # saves at least a fifth of the work
+                drift_t = basis @ coef
+                r = (pos[i] - pos[j]) - (drift_t[ti_all] - drift_t[tj_all])
+                keep = ((r * r) / (var[i] + var[j] + anneal)).sum(1) <= p.prune_k**2
+                if keep.mean() < 0.8:
+                    i, j, ti_all, tj_all = i[keep], j[keep], ti_all[keep], tj_all[keep]
+                    ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
         scale = 1.0 / max(len(i), 1)
-        # expected curvature per axis, e (1/s² - r²/s⁴), floored at 0 (pairs far out bend the other way)
-        r2s = (r if not (p.prune and level > 0) else r[keep]) ** 2 * inv_s2
-        h = np.exp(-0.5 * q)[:, None] * inv_s2 * np.clip(1.0 - r2s, 0.0, None)
-        chol = _preconditioner(basis, ti_all, tj_all, h, n_times, lam, scale)
+        exact_newton = p.optimizer == "newton" and isinstance(ps, PairSetCPU)
+        chol = None
+        if not exact_newton:  # a fixed preconditioner from the curvature at the level's start
+            drift_t = basis @ coef
+            r = (pos[i] - pos[j]) - (drift_t[ti_all] - drift_t[tj_all])
+            inv_s2 = 1.0 / (var[i] + var[j] + anneal)
+            r2s = r * r * inv_s2
+            h = np.exp(-0.5 * r2s.sum(1))[:, None] * inv_s2 * np.clip(1.0 - r2s, 0.0, None)
+            chol = _preconditioner(basis, ti_all, tj_all, h, n_times, lam, scale)
 
         # All control points are free: the cost is invariant to a global shift, and pinning one point
         # inside the optimiser would leave the "everything else moves together" mode with a curvature
@@ -406,8 +480,14 @@ def fine_pass(
                 raise StopIteration
 
         max_iter = p.max_iter if last else max(5, p.max_iter // 4)
-        if p.optimizer == "newton":
-            coef, nit, nfev = _newton(fun, to_coef, coef, chol, max_iter, p.tol_nm)
+        tol = p.tol_nm if last else 10 * p.tol_nm  # intermediate levels only need to hand over
+        if exact_newton:
+            trust = max(float(s_a), 2.0 * float(np.sqrt(np.median(var[:, 0]))))
+            coef, nit, nfev = _newton_exact(ps, basis, bt, ti_all, tj_all, coef, n_times, lam, scale,
+                                            max_iter, tol, trust)
+            state["nit"] = nit
+        elif p.optimizer == "newton":
+            coef, nit, nfev = _newton(fun, to_coef, coef, chol, max_iter, tol)
             state["nit"] = nit
         else:
             u0 = np.stack([chol[a].T @ coef[:, a] for a in range(d)]).ravel()
@@ -490,8 +570,10 @@ def estimate_drift(
     t0 = time.perf_counter()
     coarse = np.zeros((n_times, d))
     if p.prepass:
-        n_win = p.prepass_windows or int(np.clip(len(mpos) / 5000, 4, 40))
-        coarse = coarse_drift(tidx, mpos, n_times, n_win, p.max_drift_nm, sig_med)
+        n_win = p.prepass_windows or int(np.clip(len(mpos) / 2500, 8, 60))
+        coarse, coarse_step = coarse_drift(tidx, mpos, n_times, n_win, p.max_drift_nm, sig_med)
+        stats["prepass_windows"] = n_win
+        stats["prepass_step_nm"] = round(coarse_step, 3)
         # Project onto the drift model: the interpolated coarse drift has kinks at window centres that
         # a cubic spline residual could not undo; in the model's span, coarse + fine stays in it too.
         btb = (basis.T @ basis).toarray()
@@ -499,12 +581,17 @@ def estimate_drift(
         coarse = basis @ coef0
         coarse -= coarse[0]
         sig_p90 = float(np.sqrt(np.percentile(mvar[:, 0], 90)))
-        anneal = p.anneal_nm if p.anneal_nm is not None else [6.0, 0.0]
+        if p.anneal_nm is not None:
+            anneal = list(p.anneal_nm)
+        else:  # start at the drift change between windows (what the pre-pass cannot see), then refine
+            start = float(np.clip(coarse_step, 4.0, p.max_drift_nm / 3))
+            anneal = [start, start / 2.5, 0.0] if start > 10 else [start, 0.0]
         radius = p.fine_radius_nm or p.prune_k * np.sqrt(2 * sig_p90**2 + anneal[0] ** 2)
     else:
         anneal = p.anneal_nm if p.anneal_nm is not None else [p.max_drift_nm / 3, 48.0, 24.0, 12.0, 6.0, 3.0, 0.0]
         radius = p.fine_radius_nm or p.max_drift_nm
     stats["fine_radius_nm"] = round(float(radius), 3)
+    stats["anneal_nm"] = [round(float(a), 3) for a in anneal]
     timings["prepass"] = time.perf_counter() - t0
     report(0.2, "prepass")
 
