@@ -153,6 +153,7 @@ def main() -> None:
                 add(name, run_peer(peer, sim, dims, args.peer_python, args.peer_timeout))
 
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "simulation": COMMON,
             "datasets": {n: DATASETS[n] for n in names}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -302,32 +302,6 @@ def _preconditioner(basis, ti, tj, h, n_times, lam, scale):
     return np.stack([np.linalg.cholesky(hh + 1e-6 * max(np.trace(hh) / k, 1e-300) * np.eye(k)) for hh in hess])
 
 
-def _newton(fun, to_coef, coef, chol, max_iter, tol_nm):
-    """Newton steps in whitened coordinates (Hessian ≈ identity there) with backtracking.
-
-    Returns (coef, iterations, evaluations). Stops when no control point moves more than tol_nm.
-    """
-    d = coef.shape[1]
-    u = np.stack([chol[a].T @ coef[:, a] for a in range(d)]).ravel()
-    f, g = fun(u)
-    nfev, nit = 1, 0
-    for nit in range(1, max_iter + 1):  # noqa: B007
-        step = -g
-        slope = float(g @ step)
-        t = 1.0
-        while True:
-            f_new, g_new = fun(u + t * step)
-            nfev += 1
-            if f_new <= f + 1e-4 * t * slope or t < 1e-4:
-                break
-            t *= 0.5
-        moved = float(np.abs(to_coef(t * step)).max())
-        u, f, g = u + t * step, f_new, g_new
-        if moved < tol_nm:
-            break
-    return to_coef(u), nit, nfev
-
-
 def _newton_exact(ps, basis, bt, ti, tj, coef, n_times, lam, scale, max_iter, tol_nm, trust_nm):
     """Newton with the curvature rebuilt at every iterate from the same pass over the pairs.
 
@@ -433,6 +407,7 @@ def fine_pass(
                     i, j, ti_all, tj_all = i[keep], j[keep], ti_all[keep], tj_all[keep]
                     ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
         scale = 1.0 / max(len(i), 1)
+        # Newton needs per-pair curvature, which only the CPU pair set returns; the GPU uses L-BFGS-B
         exact_newton = p.optimizer == "newton" and isinstance(ps, PairSetCPU)
         chol = None
         if not exact_newton:  # a fixed preconditioner from the curvature at the level's start
@@ -485,9 +460,6 @@ def fine_pass(
             trust = max(float(s_a), 2.0 * float(np.sqrt(np.median(var[:, 0]))))
             coef, nit, nfev = _newton_exact(ps, basis, bt, ti_all, tj_all, coef, n_times, lam, scale,
                                             max_iter, tol, trust)
-            state["nit"] = nit
-        elif p.optimizer == "newton":
-            coef, nit, nfev = _newton(fun, to_coef, coef, chol, max_iter, tol)
             state["nit"] = nit
         else:
             u0 = np.stack([chol[a].T @ coef[:, a] for a in range(d)]).ravel()
