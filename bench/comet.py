@@ -48,6 +48,7 @@ DATASETS = {
 COMMON = dict(precision_nm=8.0, drift_kind="random_walk", drift_amplitude_nm=150.0)
 LEVERS = {
     "no blink merging": {"merge_blinks": False},
+    "no pair budget (all pairs)": {"max_pairs_per_loc": None},
     "no precision weighting": {"precision_weighted": False},
     "no pre-pass (COMET radius 150 nm, annealed)": {"prepass": False, "max_drift_nm": 150.0},
     "no same-window skip": {"skip_same_window": False},

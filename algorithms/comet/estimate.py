@@ -56,6 +56,7 @@ class CometParams:
     anneal_nm: list[float] | None = None  # additive kernel widths, coarse to fine
     skip_same_window: bool = True
     min_pair_dt_frames: float | None = None  # default: half a knot spacing when skip_same_window
+    max_pairs_per_loc: int | None = 4  # pair budget: keep each localization's first k (random) pairs
     prune: bool = True
     prune_k: float = 4.0  # pairs beyond prune_k kernel widths are dropped before each level
     smoothness: float = 0.0  # windows model: penalty on squared differences of neighbouring windows
@@ -258,7 +259,8 @@ def drift_basis(n_times: int, model: str, knot_frames: float) -> sparse.csr_matr
 # ---------------------------------------------------------------- fine pass
 
 
-def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: float, min_dt: float):
+def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: float, min_dt: float,
+                 max_pairs_per_loc: int | None = None, seed: int = 0):
     tree = cKDTree(pos[:, :2])
     pairs = tree.query_pairs(radius, output_type="ndarray")
     i, j = pairs[:, 0], pairs[:, 1]
@@ -266,6 +268,27 @@ def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: flo
     if pos.shape[1] == 3:
         zr = radius * np.sqrt(np.median(var[:, 2]) / np.median(var[:, 0]))
         keep &= np.abs(pos[i, 2] - pos[j, 2]) <= zr
+    i, j = i[keep], j[keep]
+    if max_pairs_per_loc:
+        i, j = _pair_budget(i, j, len(pos), max_pairs_per_loc, seed)
+    return i, j
+
+
+def _pair_budget(i: np.ndarray, j: np.ndarray, n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep a pair when it is among the first k (random order) pairs of either of its localizations.
+
+    A molecule seen m times gives m²/2 pairs, but its localizations' offsets from the common centre are
+    pinned down by a few partners each: the budget bounds the work by about k pairs per localization.
+    """
+    order = np.random.default_rng(seed).permutation(len(i))
+    i, j = i[order], j[order]
+    keep = np.zeros(len(i), dtype=bool)
+    for side in (i, j):
+        srt = np.argsort(side, kind="stable")  # stable: random order inside each localization's list
+        s = side[srt]
+        first = np.searchsorted(s, s, side="left")
+        rank = np.arange(len(s)) - first
+        keep[srt[rank < k]] = True
     return i[keep], j[keep]
 
 
@@ -378,7 +401,7 @@ def fine_pass(
     k = basis.shape[1]
     bt = basis.T.tocsr()
     t0 = time.perf_counter()
-    i, j = _pair_search(pos, var, tidx, radius_nm, min_dt)
+    i, j = _pair_search(pos, var, tidx, radius_nm, min_dt, p.max_pairs_per_loc, p.seed)
     if stats is not None:
         stats["pairs"] = int(len(i))
         stats["pair_search_s"] = round(time.perf_counter() - t0, 4)
