@@ -106,6 +106,9 @@ def run_peer(peer, sim, dims, peer_python, timeout) -> dict:
 def fmt_row(dataset: str, row: dict) -> str:
     if "skipped" in row:
         return f"| {dataset} | {row['method']} | – | – | skipped: {row['skipped']} |"
+    if row.get("reused_from"):
+        return (f"| {dataset} | {row['method']} | {row['time_s']:.2f} | "
+                f"{' / '.join(f'{v:.2f}' for v in row['rmse_nm'])} | run of {row['reused_from']} |")
     rmse = " / ".join(f"{v:.2f}" for v in row["rmse_nm"])
     extra = []
     if row.get("split_half_nm"):
@@ -123,6 +126,8 @@ def main() -> None:
     ap.add_argument("--peer-timeout", type=int, default=1800)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-levers", action="store_true")
+    ap.add_argument("--reuse-peers", type=Path, default=None,
+                    help="take the peer rows from an earlier results JSON (same seeded data) instead of rerunning")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "comet.json")
     args = ap.parse_args()
 
@@ -149,7 +154,12 @@ def main() -> None:
         if name == "2D 500k" and not (args.quick or args.no_levers):
             for label, lever in LEVERS.items():
                 add(name, run_ours(sim, dims, f"ours cpu, {label}", backend="cpu", split_half=False, **lever))
-        if not args.no_peers:
+        if args.reuse_peers is not None:
+            earlier = json.loads(args.reuse_peers.read_text())
+            for row in earlier["results"]:
+                if row["dataset"] == name and row["method"] in ("aim", "comet-smlm"):
+                    add(name, {**row, "reused_from": earlier["meta"]["when"]})
+        elif not args.no_peers:
             for peer in ("aim", "comet-smlm"):
                 add(name, run_peer(peer, sim, dims, args.peer_python, args.peer_timeout))
 
