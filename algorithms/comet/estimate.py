@@ -34,7 +34,6 @@ from scipy.spatial import cKDTree
 from compute.pair_overlap import PairSetCPU, PairSetCUDA, cuda_available
 
 Progress = Callable[[float, str], None]
-_DEBUG = False  # print Newton iterations (development aid)
 
 
 @dataclass
@@ -369,8 +368,6 @@ def _newton_exact(ps, basis, bt, ti, tj, coef, n_times, lam, scale, max_iter, to
             t *= 0.5
         coef = coef + t * step
         f, g, h = f_new, g_new, h_new
-        if _DEBUG:
-            print("newton", nit, t, float(np.abs(t * step).max()), f)
         if float(np.abs(t * step).max()) < tol_nm:
             break
     return coef, nit, nfev
