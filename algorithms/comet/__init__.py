@@ -1,0 +1,1 @@
+"""COMET-style drift correction: estimator, simulator and the `run` CLI (issue 6)."""
