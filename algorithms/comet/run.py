@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"bad parameters: {exc}") from None
     locs_path = _find_locs(args)
     progress(0.0, "read", file=locs_path.name)
-    table, fmt = read_table(locs_path)
+    table, fmt = read_table(locs_path, px_size_nm=getattr(args, "px_size", None))
     validate_table(table)
     pos, sigma = _arrays(table)
     progress(0.05, "estimate", localizations=len(table), dims=pos.shape[1])
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="estimate and remove drift", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     job_arguments(r)
-    r.add_argument("--locs", type=Path, help="localization table (.csv or .h5, nm, 0-based frames)")
+    r.add_argument("--locs", type=Path, help="localization table: any format algorithms.io reads, or plain "
+                                             "CSV/h5 in nm with 0-based frames")
+    r.add_argument("--px-size", type=float, metavar="NM", help="camera pixel size for tables in pixels")
     args = parser.parse_args(argv)
     return run(args)

@@ -1,7 +1,7 @@
 """The one I/O boundary of the drift CLI: read a localization table, write it back in the same format.
 
-When `algorithms.io.formats` exists (the shared format readers: ThunderSTORM, Picasso, DECODE, ...) and
-knows the file, it is used. Until then this module reads and writes our own two simple formats:
+Every format of `algorithms.io.formats` (Locus h5, ThunderSTORM, Picasso, DECODE, SMAP, SMLM challenge)
+is read and written through it. Two plain layouts that those readers do not take are handled here:
 
 - CSV: a header of canonical column names (`frame,x,y[,z],sigma_x,...`), nm and 0-based frames; a unit
   may be spelled in the header (`x [nm]`, `x_nm`), and any unit other than nm is refused;
@@ -32,24 +32,49 @@ def _shared_formats():
         return None
 
 
-def read_table(path: Path) -> tuple[LocTable, str]:
+def read_table(path: Path, px_size_nm: float | None = None) -> tuple[LocTable, str]:
     """The table in `path` and a format tag for `write_table`. Bad files raise BadInput."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"localization file {path.name} not found")
+    plain = _plain_layout(path)
+    if plain == "csv":
+        return _read_csv(path), "csv"
+    if plain == "h5":
+        return _read_h5(path), "h5"
     shared = _shared_formats()
     if shared is not None and hasattr(shared, "read_table"):
         try:
-            table = shared.read_table(path)
+            table = shared.read_table(path, px_size_nm=px_size_nm)
             return table, "shared"
         except (ValueError, KeyError) as exc:
             raise BadInput(f"{path.name}: {exc}") from None
+    raise BadInput(f"{path.name}: unsupported table format {path.suffix or '(no suffix)'}; use .csv or .h5")
+
+
+def _plain_layout(path: Path) -> str | None:
+    """'csv' / 'h5' for the plain layouts of this module's docstring, None for anything else.
+
+    A CSV is plain when its header names canonical columns without a bracketed unit (ThunderSTORM spells
+    `x [nm]` and counts frames from 1, so it must go through the shared reader); an h5 is plain when its root
+    says `units = nm` and holds a `frame` dataset.
+    """
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path), "csv"
+        with path.open(newline="", errors="replace") as fh:
+            header = next(csv.reader(fh), None)
+        if not header:
+            return "csv"  # empty: let the plain reader say so
+        return None if any("[" in h or '"' in h for h in header) else "csv"
     if suffix in (".h5", ".hdf5"):
-        return _read_h5(path), "h5"
-    raise BadInput(f"{path.name}: unsupported table format {suffix or '(no suffix)'}; use .csv or .h5")
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                return "h5" if "units" in f.attrs or ("frame" in f and isinstance(f["frame"], h5py.Dataset)) else None
+        except OSError:
+            return "h5"  # unreadable: the plain reader gives the one-line error
+    return None
 
 
 def write_table(table: LocTable, path: Path, fmt: str) -> None:

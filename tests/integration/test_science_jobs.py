@@ -28,6 +28,23 @@ def table_file(user_session, tmp_path):
     return response.json()["id"]
 
 
+def test_drift_correction_runs_as_a_job(user_session, start_agent, tmp_path):
+    from algorithms.comet.simulate import simulate_localizations
+
+    sim = simulate_localizations(n_locs=20_000, n_frames=2000, drift_kind="random_walk", seed=5)
+    path = tmp_path / "drifted.h5"
+    write_table(sim.table, path, fmt="locus")
+    dataset = user_session.post(f"{user_session.base}/datasets/", json={"name": "drift"}, timeout=10).json()
+    file_id = user_session.post(f"{user_session.base}/datasets/{dataset['id']}/files/",
+                                files={"file": ("drifted.h5", io.BytesIO(path.read_bytes()))}, timeout=30).json()["id"]
+    start_agent()
+    job_id = submit(user_session, "run", {}, {"locs": [file_id]}, application="comet")
+    job = wait_for_status(user_session, job_id, {"succeeded", "failed"}, timeout=240)
+    assert job["status"] == "succeeded", job["reason"]
+    names = {o["name"] for o in job["outputs"]}
+    assert {"drift.csv", "drift.png"} <= names, names
+
+
 @pytest.mark.parametrize(("application", "entrypoint", "params", "expected"), [
     ("render", "render", {"pixel_nm": 20}, ".png"),
     ("render", "qc", {}, ".html"),

@@ -94,7 +94,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
         "missing": (_write_csv(tmp / "missing.csv", "frame,x", ["0,1", "1,2"]), "lacks column(s) y"),
         "one_frame": (_write_csv(tmp / "one.csv", "frame,x,y", ["3,1,1", "3,2,2"]), "one frame"),
         "nan": (_write_csv(tmp / "nan.csv", "frame,x,y", ["0,1,nan", "1,2,2"]), "NaN"),
-        "pixels": (_write_csv(tmp / "px.csv", "frame,x [px],y [px]", ["0,1,1", "1,2,2"]), "in px"),
+        "pixels": (_write_csv(tmp / "px.csv", "frame,x [px],y [px]", ["0,1,1", "1,2,2"]), "--px-size"),
         "no_units": (no_units, "does not state its units"),
         "missing_file": (tmp / "nothere.csv", "not found"),
     }
