@@ -1,0 +1,16 @@
+"""Science tests share two CPU cores with other work: keep torch to one or two threads."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_torch_threads():
+    try:
+        import torch
+    except ImportError:  # evaluation tests need no torch
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
