@@ -50,6 +50,14 @@ class Targets:
     code: torch.Tensor | None = None
     bg: torch.Tensor | None = None
 
+    def rows(self, sl: slice) -> Targets:
+        """The targets of samples ``sl``."""
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[sl]
+
+        return Targets(self.xy_px[sl], self.photons[sl], self.mask[sl], cut(self.z_nm), cut(self.code), cut(self.bg))
+
     def to(self, device: torch.device) -> Targets:
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)

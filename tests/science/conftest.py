@@ -1,4 +1,4 @@
-"""Science tests share two CPU cores with other work: keep torch to one or two threads."""
+"""Science tests share two CPU cores with other work: keep torch to one thread (several threads spin against each other on a busy machine)."""
 
 import pytest
 
@@ -11,6 +11,6 @@ def _few_torch_threads():
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
