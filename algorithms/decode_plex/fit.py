@@ -10,6 +10,7 @@ halves (left/right, channel 1 optionally mirrored and shifted by whole pixels) o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ class Movie:
 
         if not paths:
             raise ValueError("no frame files given")
+        # tifffile logs its own complaint about a broken file; the ValueError below says it in one line
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
         self.parts: list[tuple[Any, int]] = []
         shape = None
         for p in paths:
