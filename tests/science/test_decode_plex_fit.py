@@ -78,3 +78,18 @@ def test_chunked_prediction_equals_one_pass_for_a_window_3_two_camera_model(tmp_
     assert len(whole) > 0 and len(whole) == len(pieces)
     for col in ("frame", "x", "y", "photons_0", "photons_1"):
         np.testing.assert_allclose(pieces[col], whole[col], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(("schema", "defaults"), [("decode_plex_train", "TRAIN_DEFAULTS"), ("decode_plex_fit", "FIT_DEFAULTS")])
+def test_param_schemas_match_cli_defaults(schema, defaults):
+    import json
+    from pathlib import Path
+
+    import algorithms
+    from algorithms.decode_plex import cli
+
+    spec = json.loads((Path(algorithms.__file__).parent / "schemas" / f"{schema}.json").read_text())
+    want = getattr(cli, defaults)
+    assert set(spec["properties"]) == set(want)
+    for name, prop in spec["properties"].items():
+        assert prop["default"] == want[name], name
