@@ -12,19 +12,20 @@ integrated Gaussian PSF with uniform background (per axis, photons N, background
 lateral value is sqrt(var_x + var_y). Prints a table and writes ``bench/results/decode_plex_accuracy.json``.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import math
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# bench/platform.py shadows the standard library's `platform` (torch imports it): put the repo root first.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from algorithms.decode_plex._toy import ToyConfig, sample_batch  # noqa: E402
 from algorithms.decode_plex.postprocess import extract  # noqa: E402
