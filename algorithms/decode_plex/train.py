@@ -55,7 +55,7 @@ class TrainConfig:
     val_samples: int = 64
     prob_threshold: float = 0.5
     seed: int = 0
-    divergence_margin: float = 1e4  # abort when a step's loss exceeds the best epoch loss by this much
+    divergence_margin: float = 100.0  # abort when a step's loss exceeds the best epoch loss by 100·max(1, |best|)
     amp: bool = True  # bfloat16 autocast on CUDA only
     device: str | None = None  # None: CUDA if present, else CPU
     loss: LossConfig = field(default_factory=LossConfig)
@@ -192,7 +192,7 @@ def train(
             out = {k: v.float() for k, v in out.items()}
             loss, parts = decode_plex_loss(out, targets, model_cfg, tc.loss)
             if not math.isfinite(parts["total"]) or (
-                math.isfinite(best) and parts["total"] > best + tc.divergence_margin
+                math.isfinite(best) and parts["total"] > best + tc.divergence_margin * max(1.0, abs(best))
             ):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch} step {s}: loss {parts['total']:.4g} "
