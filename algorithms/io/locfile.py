@@ -33,7 +33,7 @@ def write_table(table: LocTable, path: Path) -> None:
         if path.suffix.lower() == ".csv":
             names = list(table.columns)
             cols = [table[n] for n in names]
-            fmt = ["%d" if np.issubdtype(c.dtype, np.integer) else "%.6g" for c in cols]
+            fmt = ["%d" if np.issubdtype(c.dtype, np.integer) else "%.10g" for c in cols]
             data = np.column_stack(cols) if names and len(table) else np.zeros((0, len(names)))
             np.savetxt(tmp, data, fmt=fmt, delimiter=",", header=",".join(names), comments="")
         elif path.suffix.lower() in (".h5", ".hdf5"):

@@ -141,3 +141,23 @@ def test_vectorised_greedy_agrees_with_plain_python_and_hungarian_is_never_worse
     g = match(truth, pred, "greedy")
     assert g.tp == plain_greedy(truth, pred)
     assert match(truth, pred, "hungarian").tp >= g.tp
+
+
+def test_compare_cli_writes_metrics_and_refuses_missing_tables(tmp_path, capsys):
+    import json
+
+    from algorithms.cli import run_main
+    from algorithms.evaluation.cli import compare
+    from algorithms.io.locfile import write_table
+
+    truth = random_truth(50, seed=9)
+    write_table(truth, tmp_path / "t.csv")
+    write_table(truth, tmp_path / "p.h5")
+    assert run_main(compare, ["--truth", str(tmp_path / "t.csv"), "--pred", str(tmp_path / "p.h5"),
+                              "--outputs", str(tmp_path / "o")]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["jaccard"] == 1.0 and metrics["rmse_lat"] == pytest.approx(0.0, abs=1e-3)
+    capsys.readouterr()
+    assert run_main(compare, ["--truth", str(tmp_path / "missing.csv"), "--pred", str(tmp_path / "p.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not found" in err and len(err.strip().splitlines()) == 1
