@@ -14,3 +14,15 @@ def _few_torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow science tests run only when asked for (`-m slow` or LOCUS_RUN_SLOW=1): CI stays in minutes."""
+    import os
+
+    if "slow" in (config.getoption("-m") or "") or os.environ.get("LOCUS_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or LOCUS_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
