@@ -1,5 +1,7 @@
 """Science tests share two CPU cores with other work: keep torch to one thread (several threads spin against each other on a busy machine)."""
 
+from pathlib import Path
+
 import pytest
 
 
@@ -23,6 +25,7 @@ def pytest_collection_modifyitems(config, items):
     if "slow" in (config.getoption("-m") or "") or os.environ.get("LOCUS_RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: run with -m slow or LOCUS_RUN_SLOW=1")
+    here = Path(__file__).parent
     for item in items:
-        if "slow" in item.keywords:
+        if "slow" in item.keywords and here in Path(item.path).parents:
             item.add_marker(skip)
