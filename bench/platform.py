@@ -13,9 +13,19 @@ Prints a table and writes bench/results/platform.json. Needs PostgreSQL and Redi
 import sys
 from pathlib import Path
 
-# This file shares its name with the standard library's `platform`: keep bench/ off the import path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+if __name__ != "__main__":
+    # This file shares its name with the standard library's `platform`. A sibling script run as
+    # `python bench/x.py` has bench/ first on sys.path, so its `import platform` lands here: hand it the
+    # standard library's module instead (the import system returns whatever sys.modules holds now).
+    import importlib.util
+    import sysconfig
+
+    _spec = importlib.util.spec_from_file_location("platform", Path(sysconfig.get_path("stdlib")) / "platform.py")
+    _std = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_std)
+    sys.modules["platform"] = _std
+elif sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script: keep bench/ off the import path
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -154,3 +154,15 @@ def _eager_portal_tasks(request):
     app.conf.task_always_eager = eager
     yield
     app.conf.task_always_eager = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` run only when asked for (`-m slow` or LOCUS_RUN_SLOW=1): CI stays in minutes."""
+    import os
+
+    if "slow" in (config.getoption("-m") or "") or os.environ.get("LOCUS_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or LOCUS_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

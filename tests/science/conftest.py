@@ -1,4 +1,5 @@
-"""Shared science fixtures: a small astigmatic Gaussian PSF and the spline built from its z-stack."""
+"""Shared science fixtures: a small astigmatic Gaussian PSF, the spline built from its z-stack, and torch
+kept to one thread (several threads spin against each other on a busy 2-core machine)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,16 @@ def gauss_stack(astig_gauss) -> np.ndarray:
 @pytest.fixture(scope="session")
 def spline(gauss_stack):
     return spline_from_stack(gauss_stack, dz_nm=50.0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_torch_threads():
+    try:
+        import torch
+    except ImportError:  # evaluation tests need no torch
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,246 @@
+"""``python -m algorithms.decode_plex train|fit|info`` (design §6: JSON progress, exit 0/1/2, atomic outputs).
+
+train  simulate on the fly, train, write ``model.pt``, ``checkpoint.pt``, ``train_history.json``,
+       ``train_metrics.png``. Until the simulation engine is wired in, training samples come from the
+       Gaussian-PSF stand-in (:mod:`algorithms.decode_plex._toy`); a given calibration's sha256 is
+       recorded in the model file and checked again when fitting.
+fit    read TIFF movies in chunks, convert ADU → photons with the model's camera, localize, filter,
+       de-bias (on by default), assign colors (multicolor), write ``locs.h5``, ``locs.csv``,
+       ``fit_report.json`` and QC PNGs.
+info   print a model file's configuration and parameter count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from algorithms.cli import BadInput, atomic_output, job_arguments, progress, read_params
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "mode": "single", "channels": 1, "window": 1, "three_d": False,
+    "frame_size": [32, 32], "px_size_nm": 100.0,
+    "photons": [1000.0, 5000.0], "background": [20.0, 60.0],
+    "density_per_um2": 0.3, "z_range_nm": [-500.0, 500.0],
+    "dye_ratios": [], "shifts_px": [], "sigma0_px": 1.0,
+    "camera": {"baseline": 0.0, "e_per_adu": 1.0, "em_gain": 1.0, "qe": 1.0},
+    "features": 48, "depth": 2,
+    "epochs": 20, "steps_per_epoch": 100, "batch_size": 16, "lr": 3e-4, "schedule": "plateau",
+    "val_samples": 64, "seed": 0, "device": None, "empty_frames": "penalise",
+}
+
+FIT_DEFAULTS: dict[str, Any] = {
+    "prob_threshold": 0.5, "max_sigma_nm": None, "debias": True, "z_step_nm": 50.0,
+    "dye_ratios": None, "n_dyes": 2, "min_posterior": 0.9, "chunk": 256, "batch_size": None,
+    "mirror_second": False, "shift_px": [0, 0], "device": None,
+}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise BadInput(f"unknown parameter(s): {', '.join(unknown)}")
+    return {**defaults, **params}
+
+
+def _slot(inputs: Path | None, slot: str) -> list[Path]:
+    if inputs is None or not (inputs / slot).is_dir():
+        return []
+    return sorted(p for p in (inputs / slot).iterdir() if p.is_file())
+
+
+def build_train(p: dict[str, Any]):
+    """(ToyConfig, ModelConfig, TrainConfig) from resolved train params; BadInput on nonsense."""
+    from algorithms.decode_plex._toy import ToyConfig
+    from algorithms.decode_plex.loss import LossConfig
+    from algorithms.decode_plex.train import TrainConfig
+
+    try:
+        h, w = (int(v) for v in p["frame_size"])
+        lo, hi = (float(v) for v in p["photons"])
+        blo, bhi = (float(v) for v in p["background"])
+        if not (0 < lo <= hi and 0 <= blo <= bhi and h >= 8 and w >= 8):
+            raise BadInput("need 0 < photons[0] ≤ photons[1], 0 ≤ background[0] ≤ background[1], frames ≥ 8 px")
+        if p["mode"] == "multicolor" and p["dye_ratios"] and len(p["dye_ratios"]) < 2:
+            raise BadInput("multicolor training with dye_ratios needs at least two")
+        area_um2 = h * w * (float(p["px_size_nm"]) / 1000.0) ** 2
+        toy = ToyConfig(
+            height=h, width=w, mode=p["mode"], channels=int(p["channels"]), window=int(p["window"]),
+            three_d=bool(p["three_d"]), px_size_nm=float(p["px_size_nm"]),
+            emitters_per_frame=float(p["density_per_um2"]) * area_um2, photons=(lo, hi), bg=(blo, bhi),
+            z_range_nm=tuple(float(v) for v in p["z_range_nm"]), dye_ratios=[float(r) for r in p["dye_ratios"]],
+            shifts_px=[tuple(s) for s in p["shifts_px"]], sigma0_px=float(p["sigma0_px"]),
+        )
+        model_cfg = toy.model_config(features=int(p["features"]), depth=int(p["depth"]))
+        if h % 2 ** model_cfg.depth or w % 2 ** model_cfg.depth:
+            raise BadInput(f"frame_size must be a multiple of {2 ** model_cfg.depth} for depth {model_cfg.depth}")
+        tc = TrainConfig(
+            epochs=int(p["epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]),
+            lr=float(p["lr"]), schedule=p["schedule"], val_samples=int(p["val_samples"]), seed=int(p["seed"]),
+            device=p["device"], loss=LossConfig(empty_frames=p["empty_frames"]),
+        )
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BadInput(f"bad training parameters: {exc}") from None
+    return toy, model_cfg, tc
+
+
+def train_main(argv: list[str] | None) -> int:
+    from algorithms.decode_plex._toy import sample_batch
+    from algorithms.decode_plex.train import TrainingDiverged, finite_or_none, plot_history, train
+
+    ap = argparse.ArgumentParser(prog="python -m algorithms.decode_plex train", description=(
+        "Train a DECODE-Plex model on data simulated on the fly. Params (JSON): photons / background in "
+        "photons (per pixel for background), density in emitters/µm², px_size_nm and z_range_nm in nm, "
+        "frame_size in px; see TRAIN_DEFAULTS in algorithms/decode_plex/cli.py."))
+    job_arguments(ap)
+    ap.add_argument("--calibration", type=Path, help="PSF calibration (.mat/.h5): its sha256 is recorded")
+    ap.add_argument("--transform", type=Path, help="channel transform (.mat/.h5): its sha256 is recorded")
+    ap.add_argument("--resume", action="store_true", help="continue from --outputs/checkpoint.pt if present")
+    args = ap.parse_args(argv)
+    params = resolve(TRAIN_DEFAULTS, read_params(args.params))
+    calibration = args.calibration or next(iter(_slot(args.inputs, "calibration")), None)
+    transform = args.transform or next(iter(_slot(args.inputs, "transform")), None)
+    extra: dict[str, Any] = {"simulator": "toy-gaussian (stand-in until the simulation engine is wired in)"}
+    for name, path in (("calibration", calibration), ("transform", transform)):
+        if path is not None:
+            if not Path(path).is_file():
+                raise BadInput(f"{name} file {path} not found")
+            extra[f"{name}_sha256"] = sha256_file(Path(path))
+    toy, model_cfg, tc = build_train(params)
+    extra["simulation"] = asdict(toy)
+    extra["camera"] = params["camera"]
+    extra["train_params"] = params
+    progress(0.0, "train", message="simulating on the fly; validation set drawn once")
+    try:
+        model = train(model_cfg, tc, lambda b, s: sample_batch(toy, b, s), args.outputs,
+                      resume=args.resume, extra=extra)
+    except TrainingDiverged as exc:  # an algorithm failure (exit 1), not bad input
+        raise SystemExit(f"error: {exc}") from None
+    with atomic_output(args.outputs / "train_history.json") as fh:
+        json.dump(finite_or_none(model["history"]), fh, indent=1)
+    plot_history(model["history"], args.outputs / "train_metrics.png")
+    progress(1.0, "done", outputs=["model.pt", "train_history.json", "train_metrics.png"])
+    return 0
+
+
+def fit_main(argv: list[str] | None) -> int:
+    import torch
+
+    from algorithms.decode_plex.fit import Camera, ChannelSplit, Movie, predict_movie
+    from algorithms.decode_plex.model import ChannelTransform, indicator_maps, select_device
+    from algorithms.decode_plex.postprocess import color_table, debias, filter_table
+    from algorithms.decode_plex.qc import qc_plots
+    from algorithms.decode_plex.train import finite_or_none, load_model
+    from algorithms.io.locfile import write_table
+
+    ap = argparse.ArgumentParser(prog="python -m algorithms.decode_plex fit", description=(
+        "Localize emitters in TIFF movies (ADU) with a trained model. Output tables are in nm, frames "
+        "0-based, x along columns. Params (JSON): prob_threshold, max_sigma_nm (nm), debias, z_step_nm "
+        "(nm), dye_ratios (channel-1/channel-0 photons per dye), min_posterior, chunk (frames)."))
+    job_arguments(ap)
+    ap.add_argument("--model", type=Path, help="model.pt written by train")
+    ap.add_argument("--frames", type=Path, nargs="*", default=[], help="TIFF file(s), one movie in this order")
+    ap.add_argument("--frames-b", type=Path, nargs="*", default=[], help="second camera's TIFF file(s)")
+    ap.add_argument("--calibration", type=Path, help="must be the calibration the model was trained for")
+    args = ap.parse_args(argv)
+    p = resolve(FIT_DEFAULTS, read_params(args.params))
+    model_path = args.model or next(iter(_slot(args.inputs, "model")), None)
+    frames = list(args.frames) or _slot(args.inputs, "frames")
+    calibration = args.calibration or next(iter(_slot(args.inputs, "calibration")), None)
+    if model_path is None or not Path(model_path).is_file():
+        raise BadInput(f"model file {model_path} not found")
+    device = select_device(p["device"])
+    try:
+        net, blob = load_model(Path(model_path), device)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if calibration is not None:
+        want = blob.get("calibration_sha256")
+        if want is None or sha256_file(Path(calibration)) != want:
+            raise BadInput(f"the model was trained for another calibration than {Path(calibration).name}")
+    cfg = net.cfg
+    try:
+        movie = Movie(frames)
+        second = Movie(list(args.frames_b)) if args.frames_b else None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    split = ChannelSplit(cfg.channels, bool(p["mirror_second"]), tuple(int(v) for v in p["shift_px"]))
+    cam = Camera(**blob.get("camera", {}))
+    sim = blob.get("simulation", {})
+    h = movie.frame_shape[0]
+    w = movie.frame_shape[1] // (2 if cfg.channels > 1 and second is None else 1)
+    if h < 2**cfg.depth or w < 2**cfg.depth:
+        raise BadInput(f"frames of {movie.frame_shape} px are too small for this model")
+    if cfg.channels > 1 and second is None and movie.frame_shape[1] % 2:
+        raise BadInput(f"frames are {movie.frame_shape[1]} px wide: a two-halves split needs an even width")
+    aux = None
+    if cfg.n_aux:
+        shifts = sim.get("shifts_px") or []
+        transforms = [ChannelTransform(shift_px=np.asarray(shifts[c] if c < len(shifts) else (0, 0), float))
+                      for c in range(cfg.channels)]
+        aux = indicator_maps(transforms, (h, w))
+    progress(0.0, "fit", frames=movie.n_frames, frame_shape=list(movie.frame_shape))
+    with torch.inference_mode():
+        try:
+            table = predict_movie(net, movie, cam, split, aux, second, prob_threshold=float(p["prob_threshold"]),
+                                  batch_size=p["batch_size"], chunk=int(p["chunk"]), device=device,
+                                  on_chunk=lambda f: progress(0.9 * f, "fit"))
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    n_raw = len(table)
+    table = filter_table(table, float(p["prob_threshold"]), p["max_sigma_nm"])
+    report: dict[str, Any] = {"frames": movie.n_frames, "localizations_raw": n_raw, "localizations": len(table),
+                              "debiased": bool(p["debias"]), "model_code_version": blob.get("code_version")}
+    if p["debias"] and len(table):
+        table = debias(table, cfg.px_size_nm, float(p["z_step_nm"]))
+    if cfg.mode == "multicolor" and len(table):
+        try:
+            table = color_table(table, p["dye_ratios"], int(p["n_dyes"]), float(p["min_posterior"]))
+        except ValueError as exc:
+            report["color_error"] = str(exc)
+        else:
+            report["dye_ratios"] = table.meta["dye_ratios"]
+            report["rejection_rate"] = float(np.mean(table["code"] < 0)) if len(table) else None
+    table.meta.update({"source": "decode-plex fit", "px_size_nm": list(cfg.px_size_nm)})
+    out = args.outputs
+    write_table(table, out / "locs.h5")
+    write_table(table, out / "locs.csv")
+    report["qc"] = qc_plots(table, cfg, out, report.get("dye_ratios"))
+    with atomic_output(out / "fit_report.json") as fh:
+        json.dump(finite_or_none(report), fh, indent=1)
+    progress(1.0, "done", localizations=len(table), outputs=["locs.h5", "locs.csv", "fit_report.json", *report["qc"]])
+    return 0
+
+
+def info_main(argv: list[str] | None) -> int:
+    from algorithms.decode_plex.train import load_model
+
+    ap = argparse.ArgumentParser(prog="python -m algorithms.decode_plex info")
+    ap.add_argument("model", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        net, blob = load_model(args.model)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    print(json.dumps({"parameters": net.n_parameters(), "model_config": blob["model_config"],
+                      "code_version": blob.get("code_version"),
+                      "calibration_sha256": blob.get("calibration_sha256"),
+                      "train_config": blob["train_config"]}, indent=1, default=str))
+    return 0
+
+
+ENTRYPOINTS = {"train": train_main, "fit": fit_main, "info": info_main}

@@ -1,0 +1,198 @@
+"""From per-pixel network outputs to a localization table; filters, de-biasing, color assignment.
+
+- :func:`extract`: spatial integration — a candidate is a pixel whose probability is the maximum of
+  its 3×3 neighbourhood; its *integrated* probability is the 3×3 sum (clipped to 1), which collects
+  the mass a hard case spreads over neighbours. Candidates with integrated probability ≥
+  ``prob_threshold`` become localizations at pixel centre + predicted offset (design §6 table: nm,
+  0-based frames, x along columns; pixel j spans [j, j+1)·px, so its centre is (j + 0.5)·px).
+- :func:`filter_table`: probability and σ filters.
+- :func:`debias`: sub-pixel histogram equalisation per z slab (default 50 nm), each localization's
+  weight in the histogram being 1/σ² (precise ones define the histogram).
+- :func:`assign_colors`: photon-ratio likelihood per dye, posterior with a flat prior, rejection
+  (code −1) below ``min_posterior`` (0.9); :func:`find_dye_ratios` finds the ratios as histogram peaks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - torch convention
+
+from algorithms.decode_plex.model import ModelConfig
+from algorithms.io.table import LocTable
+
+
+def integrated_probability(prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(is local maximum, 3×3 summed probability) for probabilities (N, K, H, W)."""
+    is_max = prob >= F.max_pool2d(prob, 3, stride=1, padding=1)
+    # Two adjacent maxima are necessarily equal: keep only the first in raster order (no double detections).
+    _, _, h, w = prob.shape
+    order = torch.arange(h * w, dtype=prob.dtype, device=prob.device).view(1, 1, h, w)
+    neg = torch.where(is_max, -order, torch.full_like(prob, -float(h * w + 1)))
+    is_max &= -F.max_pool2d(neg, 3, stride=1, padding=1) == order
+    summed = F.avg_pool2d(prob, 3, stride=1, padding=1, count_include_pad=True) * 9.0
+    return is_max, summed.clamp(max=1.0)
+
+
+def extract(
+    out: dict[str, torch.Tensor], cfg: ModelConfig, prob_threshold: float = 0.5, frame_offset: int = 0
+) -> LocTable:
+    """Localizations of a batch of outputs; output sample n is frame ``frame_offset + n``."""
+    with torch.no_grad():
+        is_max, p_int = integrated_probability(out["prob"].float())
+        det = is_max & (p_int >= prob_threshold)
+        n_idx, k_idx, i_idx, j_idx = torch.nonzero(det, as_tuple=True)
+
+        def at(name: str) -> np.ndarray:
+            return out[name][n_idx, :, i_idx, j_idx].float().cpu().numpy()  # (M, n)
+
+        px_x, px_y = cfg.px_size_nm
+        off, sig = at("offset"), at("sigma")
+        n_ph = cfg.n_photons
+        ph = at("photons") * cfg.photon_scale
+        cols: dict[str, Any] = {
+            "frame": (n_idx + frame_offset).cpu().numpy(),
+            "x": (j_idx.cpu().numpy() + 0.5 + off[:, 0]) * px_x,
+            "y": (i_idx.cpu().numpy() + 0.5 + off[:, 1]) * px_y,
+            "photons": ph.sum(1),
+            "prob": p_int[n_idx, k_idx, i_idx, j_idx].cpu().numpy(),
+            "sigma_x": sig[:, n_ph] * px_x,
+            "sigma_y": sig[:, n_ph + 1] * px_y,
+        }
+        if cfg.n_codes > 1:
+            cols["code"] = k_idx.cpu().numpy()
+        if cfg.three_d:
+            cols["z"] = off[:, 2] * cfg.z_scale_nm
+            cols["sigma_z"] = sig[:, n_ph + 2] * cfg.z_scale_nm
+        if n_ph > 1:
+            for c in range(n_ph):
+                cols[f"photons_{c}"] = ph[:, c]
+                cols[f"sigma_photons_{c}"] = sig[:, c] * cfg.photon_scale
+        else:
+            cols["sigma_photons"] = sig[:, 0] * cfg.photon_scale
+        bg = at("bg") * cfg.bg_scale
+        cols["bg"] = bg[:, 0]
+        for c in range(1, bg.shape[1]):
+            cols[f"bg_{c}"] = bg[:, c]
+    return LocTable.from_arrays({"px_size_nm": list(cfg.px_size_nm)}, **cols)
+
+
+def filter_table(table: LocTable, min_prob: float = 0.0, max_sigma_nm: float | None = None) -> LocTable:
+    """Rows with prob ≥ ``min_prob`` and, if given, lateral σ (max of x, y) ≤ ``max_sigma_nm``."""
+    keep = np.ones(len(table), bool)
+    if "prob" in table:
+        keep &= table["prob"] >= min_prob
+    if max_sigma_nm is not None and "sigma_x" in table:
+        keep &= np.maximum(table["sigma_x"], table["sigma_y"]) <= max_sigma_nm
+    return table.select(keep)
+
+
+def _equalise(frac: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Map sub-pixel positions in [0, 1) through their weighted empirical CDF (mid-point rule)."""
+    order = np.argsort(frac, kind="stable")
+    w = weight[order]
+    cdf = (np.cumsum(w) - 0.5 * w) / w.sum()
+    out = np.empty_like(frac)
+    out[order] = cdf
+    return out
+
+
+def debias(
+    table: LocTable, px_size_nm: tuple[float, float], z_step_nm: float = 50.0, min_count: int = 50
+) -> LocTable:
+    """Equalise the sub-pixel x and y histograms within z slabs of ``z_step_nm`` (all at once in 2D).
+
+    Slabs with fewer than ``min_count`` localizations are left as they are. Adds ``meta["debiased"]``.
+    """
+    if len(table) == 0:
+        return table.with_columns()
+    groups = np.floor(table["z"] / z_step_nm).astype(np.int64) if table.is_3d else np.zeros(len(table), np.int64)
+    new = {}
+    for axis, px in (("x", px_size_nm[0]), ("y", px_size_nm[1])):
+        pos = table[axis] / px
+        base = np.floor(pos)
+        frac = pos - base
+        sig = table[f"sigma_{axis}"] if f"sigma_{axis}" in table else np.ones(len(table))
+        weight = 1.0 / np.maximum(np.asarray(sig, float), 1e-6) ** 2
+        out = frac.copy()
+        for g in np.unique(groups):
+            sel = groups == g
+            if sel.sum() >= min_count:
+                out[sel] = _equalise(frac[sel], weight[sel])
+        new[axis] = (base + out) * px
+    result = table.with_columns(**new)
+    result.meta["debiased"] = {"z_step_nm": z_step_nm, "min_count": min_count}
+    return result
+
+
+def dye_fractions(ratios: list[float]) -> np.ndarray:
+    """Per-dye channel fractions (n_dyes, 2) from ratios N(channel 1) / N(channel 0)."""
+    r = np.asarray(ratios, float)
+    return np.stack([1 / (1 + r), r / (1 + r)], axis=1)
+
+
+def assign_colors(
+    photons: np.ndarray, sigma: np.ndarray, fractions: np.ndarray, min_posterior: float = 0.9
+) -> tuple[np.ndarray, np.ndarray]:
+    """Color code (−1 = rejected) and posterior of each localization.
+
+    ``photons``, ``sigma`` (M, C): predicted photons per channel and their σ; ``fractions`` (D, C): each
+    dye's expected share of the photons per channel. For dye d the total N is its weighted
+    least-squares fit, and the likelihood is Π_c N(photons_c | f_dc·N, σ_c²); the posterior uses a flat
+    prior over dyes.
+    """
+    photons = np.asarray(photons, float)
+    s2 = np.maximum(np.asarray(sigma, float), 1e-6) ** 2
+    f = np.asarray(fractions, float)
+    if len(photons) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    n_fit = ((photons[:, None, :] * f[None] / s2[:, None, :]).sum(-1)
+             / (f[None] ** 2 / s2[:, None, :]).sum(-1))  # (M, D)
+    resid = photons[:, None, :] - f[None] * n_fit[..., None]
+    loglik = -0.5 * (resid**2 / s2[:, None, :]).sum(-1)  # common normalisation cancels
+    loglik -= loglik.max(1, keepdims=True)
+    post = np.exp(loglik)
+    post /= post.sum(1, keepdims=True)
+    best = post.argmax(1)
+    p_best = post[np.arange(len(best)), best]
+    return np.where(p_best >= min_posterior, best, -1).astype(np.int64), p_best
+
+
+def find_dye_ratios(photons: np.ndarray, n_dyes: int, bins: int = 200, min_photons: float = 0.0) -> list[float]:
+    """Ratios N(channel 1) / N(channel 0) at the ``n_dyes`` highest peaks of the log-ratio histogram."""
+    photons = np.asarray(photons, float)
+    ok = (photons > 0).all(1) & (photons.sum(1) >= min_photons)
+    if ok.sum() < n_dyes:
+        raise ValueError("too few localizations with positive photons in both channels to find dye ratios")
+    lr = np.log(photons[ok, 1] / photons[ok, 0])
+    hist, edges = np.histogram(lr, bins=bins)
+    smooth = np.convolve(hist, np.ones(5) / 5, mode="same")
+    peaks = [i for i in range(len(smooth))
+             if smooth[i] > 0 and smooth[i] >= smooth[max(i - 1, 0)] and smooth[i] > smooth[min(i + 1, len(smooth) - 1)]]
+    peaks = sorted(peaks, key=lambda i: -smooth[i])
+    chosen: list[int] = []
+    min_sep = max(3, bins // 40)
+    for i in peaks:
+        if all(abs(i - j) >= min_sep for j in chosen):
+            chosen.append(i)
+        if len(chosen) == n_dyes:
+            break
+    if len(chosen) < n_dyes:
+        raise ValueError(f"found {len(chosen)} photon-ratio peak(s), expected {n_dyes}")
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    return sorted(float(np.exp(centres[i])) for i in chosen)[::-1]
+
+
+def color_table(
+    table: LocTable, dye_ratios: list[float] | None = None, n_dyes: int = 2, min_posterior: float = 0.9
+) -> LocTable:
+    """Add ``code`` (−1 = rejected) and ``color_posterior`` from ``photons_0/1`` and their σ."""
+    photons = np.column_stack([table["photons_0"], table["photons_1"]])
+    sigma = np.column_stack([table["sigma_photons_0"], table["sigma_photons_1"]])
+    ratios = list(dye_ratios) if dye_ratios else find_dye_ratios(photons, n_dyes)
+    code, post = assign_colors(photons, sigma, dye_fractions(ratios), min_posterior)
+    result = table.with_columns(code=code, color_posterior=post)
+    result.meta["dye_ratios"] = ratios
+    return result

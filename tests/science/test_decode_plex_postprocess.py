@@ -1,0 +1,118 @@
+"""Localization extraction, de-biasing and color assignment on constructed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms.decode_plex.model import ModelConfig
+from algorithms.decode_plex.postprocess import (
+    assign_colors,
+    color_table,
+    debias,
+    dye_fractions,
+    extract,
+    filter_table,
+    find_dye_ratios,
+)
+from algorithms.io.table import LocTable
+
+
+def blank_outputs(cfg: ModelConfig, n=1, h=16, w=16):
+    return {
+        "prob": torch.zeros(n, 1, h, w), "photons": torch.full((n, cfg.n_photons, h, w), 0.5),
+        "offset": torch.zeros(n, 2 + int(cfg.three_d), h, w), "sigma": torch.full((n, cfg.n_dims, h, w), 0.2),
+        "bg": torch.full((n, cfg.channels, h, w), 0.25),
+    }
+
+
+def test_extract_places_emitters_at_pixel_centre_plus_offset_in_nm():
+    cfg = ModelConfig(three_d=True, px_size_nm=(100.0, 110.0), photon_scale=1000.0, z_scale_nm=600.0, bg_scale=80.0)
+    out = blank_outputs(cfg, n=2)
+    out["prob"][1, 0, 5, 7] = 0.9
+    out["offset"][1, :, 5, 7] = torch.tensor([0.2, -0.1, 0.5])
+    # A hard case: probability spread over two neighbours integrates to one detection at the larger.
+    out["prob"][0, 0, 10, 3], out["prob"][0, 0, 10, 4] = 0.3, 0.35
+    out["prob"][0, 0, 2, 2] = 0.2  # below threshold alone
+    table = extract(out, cfg, prob_threshold=0.5, frame_offset=10)
+    assert len(table) == 2
+    order = np.argsort(table["frame"])
+    t = table.select(order)
+    assert list(t["frame"]) == [10, 11]
+    assert t["x"][1] == pytest.approx((7 + 0.5 + 0.2) * 100.0)
+    assert t["y"][1] == pytest.approx((5 + 0.5 - 0.1) * 110.0)
+    assert t["z"][1] == pytest.approx(0.5 * 600.0)
+    assert t["prob"][1] == pytest.approx(0.9) and t["prob"][0] == pytest.approx(0.65)
+    assert t["x"][0] == pytest.approx(4.5 * 100.0)
+    assert t["photons"][0] == pytest.approx(500.0) and t["bg"][0] == pytest.approx(20.0)
+    assert t["sigma_x"][0] == pytest.approx(0.2 * 100.0) and t["sigma_z"][0] == pytest.approx(0.2 * 600.0)
+
+
+def test_equal_neighbours_give_one_detection():
+    cfg = ModelConfig(three_d=False)
+    out = blank_outputs(cfg)
+    out["prob"][0, 0, 4, 4] = out["prob"][0, 0, 4, 5] = 0.5
+    table = extract(out, cfg, prob_threshold=0.5)
+    assert len(table) == 1 and table["prob"][0] == pytest.approx(1.0)
+
+
+def test_filter_by_probability_and_sigma():
+    t = LocTable.from_arrays(frame=[0, 0, 0], x=[0, 1, 2], y=[0, 0, 0], prob=[0.9, 0.4, 0.8],
+                             sigma_x=[10, 10, 50], sigma_y=[10, 10, 10])
+    assert list(filter_table(t, min_prob=0.5, max_sigma_nm=30)["x"]) == [0]
+
+
+def test_debias_makes_skewed_subpixel_histogram_uniform():
+    rng = np.random.default_rng(0)
+    n, px = 20000, 100.0
+    base = rng.integers(0, 50, (n, 2))
+    frac = rng.beta(4, 4, (n, 2))  # piled up at the pixel centre, as a biased network does
+    z = rng.uniform(-400, 400, n)
+    t = LocTable.from_arrays(frame=np.zeros(n, int), x=(base[:, 0] + frac[:, 0]) * px,
+                             y=(base[:, 1] + frac[:, 1]) * px, z=z, sigma_x=np.full(n, 10.0), sigma_y=np.full(n, 10.0))
+
+    def worst_bin_deviation(table, axis):
+        f = (table[axis] / px) % 1.0
+        hist = np.histogram(f, bins=10, range=(0, 1))[0]
+        return np.abs(hist / hist.mean() - 1).max()
+
+    assert worst_bin_deviation(t, "x") > 0.5
+    d = debias(t, (px, px), z_step_nm=50.0)
+    # 16 slabs of ~1250: a uniform histogram's 10-bin counts deviate by ≲ 10 % here
+    assert worst_bin_deviation(d, "x") < 0.1 and worst_bin_deviation(d, "y") < 0.1
+    assert np.array_equal(np.floor(d["x"] / px), base[:, 0])  # stays in its pixel
+    assert d.meta["debiased"]["z_step_nm"] == 50.0
+
+
+def synthetic_pairs(n, ratios, seed):
+    rng = np.random.default_rng(seed)
+    code = rng.integers(0, len(ratios), n)
+    total = rng.uniform(2000, 8000, n)
+    true = dye_fractions(ratios)[code] * total[:, None]
+    sigma = np.sqrt(true + 50.0 * 9)  # shot noise plus a background term, photons
+    observed = true + rng.normal(0, 1, true.shape) * sigma
+    return code, observed, sigma
+
+
+def test_color_assignment_recovers_dyes_on_synthetic_photon_pairs():
+    ratios = [0.21, 0.02]  # channel-1 / channel-0 photons of the two dyes (AF647 / CF680 in the paper)
+    code, observed, sigma = synthetic_pairs(5000, ratios, seed=1)
+    pred, post = assign_colors(observed, sigma, dye_fractions(ratios), min_posterior=0.9)
+    assigned = pred >= 0
+    assert (pred[assigned] == code[assigned]).mean() > 0.99
+    assert (~assigned).mean() < 0.05
+    assert np.all(post[assigned] >= 0.9)
+
+
+def test_dye_ratios_found_as_histogram_peaks_and_used():
+    ratios = [0.21, 0.02]
+    code, observed, sigma = synthetic_pairs(5000, ratios, seed=2)
+    found = find_dye_ratios(observed, 2)
+    assert found[0] == pytest.approx(0.21, rel=0.15) and found[1] == pytest.approx(0.02, rel=0.3)
+    n = len(code)
+    t = LocTable.from_arrays(frame=np.zeros(n, int), x=np.zeros(n), y=np.zeros(n), photons_0=observed[:, 0],
+                             photons_1=observed[:, 1], sigma_photons_0=sigma[:, 0], sigma_photons_1=sigma[:, 1])
+    colored = color_table(t, n_dyes=2)
+    ok = colored["code"] >= 0
+    assert (colored["code"][ok] == code[ok]).mean() > 0.98

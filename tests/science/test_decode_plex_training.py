@@ -1,0 +1,197 @@
+"""Training learns to detect isolated emitters; resume reproduces the uninterrupted run; the CLIs run through.
+
+Samples come from the Gaussian-PSF stand-in (`algorithms.decode_plex._toy`) until the simulation engine is
+wired in. Everything runs on CPU with one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from algorithms.cli import run_main
+from algorithms.decode_plex._toy import ToyConfig, sample_batch
+from algorithms.decode_plex.cli import fit_main, train_main
+from algorithms.decode_plex.model import DecodePlexNet
+from algorithms.decode_plex.postprocess import extract
+from algorithms.decode_plex.train import TrainConfig, TrainingDiverged, load_model, train
+from algorithms.evaluation import evaluate
+from algorithms.io.locfile import read_table, write_table
+from algorithms.io.table import LocTable
+
+REPO = Path(__file__).resolve().parents[2]
+TOY = ToyConfig(height=32, width=32, emitters_per_frame=2.0, photons=(2000.0, 6000.0), bg=(20.0, 50.0))
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for 200 steps (~30 s on one busy core)."""
+    out = tmp_path_factory.mktemp("model")
+    cfg = TOY.model_config(features=8, depth=2)
+    tc = TrainConfig(epochs=4, steps_per_epoch=50, batch_size=8, lr=3e-3, schedule="cosine", val_samples=16, seed=0)
+    blob = train(cfg, tc, lambda b, s: sample_batch(TOY, b, s), out, report=quiet,
+                 extra={"camera": {"baseline": 100.0, "e_per_adu": 0.5}, "calibration_sha256": "0" * 64})
+    return out / "model.pt", blob
+
+
+def brightest_pixel_baseline(frames: torch.Tensor, px_nm: float) -> LocTable:
+    """A trivial detector: one localization per frame at the centre of its brightest pixel."""
+    f = frames[:, 0, 0].reshape(len(frames), -1)
+    idx = f.argmax(1).numpy()
+    w = frames.shape[-1]
+    return LocTable.from_arrays(frame=np.arange(len(frames)), x=(idx % w + 0.5) * px_nm, y=(idx // w + 0.5) * px_nm)
+
+
+def test_trained_model_beats_trivial_baselines_on_jaccard(trained):
+    path, blob = trained
+    net, _ = load_model(path)
+    test = sample_batch(TOY, 64, seed=987654)  # independent of the training and validation seeds
+    with torch.no_grad():
+        pred = extract(net(net.prepare(test.frames), test.aux), net.cfg, 0.5)
+    ours = evaluate(test.truth, pred)
+    baseline = evaluate(test.truth, brightest_pixel_baseline(test.frames, TOY.px_size_nm))
+    untrained = DecodePlexNet(net.cfg).eval()
+    with torch.no_grad():
+        fresh = evaluate(test.truth, extract(untrained(untrained.prepare(test.frames), test.aux), net.cfg, 0.5))
+    assert ours["jaccard"] >= 0.7, ours
+    assert ours["jaccard"] > baseline["jaccard"] + 0.2 and ours["jaccard"] > fresh["jaccard"] + 0.5
+    assert ours["rmse_lat"] < 80.0  # nm, pixel 100 nm; 200 steps only (the slow test asks for sub-pixel)
+    assert blob["history"][-1]["train"]["total"] < blob["history"][0]["train"]["total"]
+
+
+def test_model_file_holds_weights_config_calibration_and_code_version(trained):
+    path, _ = trained
+    _, blob = load_model(path)
+    assert blob["model_config"]["features"] == 8 and blob["train_config"]["batch_size"] == 8
+    assert blob["calibration_sha256"] == "0" * 64 and blob["code_version"]
+    assert len(blob["history"]) == 4 and {"jaccard", "rmse_lat", "loss"} <= set(blob["history"][-1]["val"])
+
+
+def test_resume_from_checkpoint_reaches_the_same_state(tmp_path):
+    toy = ToyConfig(height=16, width=16, emitters_per_frame=1.0)
+    cfg = toy.model_config(features=8, depth=1)
+    sampler = lambda b, s: sample_batch(toy, b, s)  # noqa: E731
+    tc = TrainConfig(epochs=2, steps_per_epoch=4, batch_size=4, lr=1e-3, val_samples=4, schedule="plateau")
+    whole = train(cfg, tc, sampler, tmp_path / "whole", report=quiet)
+    half = TrainConfig(**{**tc.__dict__, "epochs": 1})
+    train(cfg, half, sampler, tmp_path / "split", report=quiet)
+    resumed = train(cfg, tc, sampler, tmp_path / "split", resume=True, report=quiet)
+    for k, v in whole["weights"].items():
+        torch.testing.assert_close(resumed["weights"][k], v, rtol=1e-5, atol=1e-6)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def test_divergence_aborts_with_a_clear_message(tmp_path):
+    toy = ToyConfig(height=16, width=16, emitters_per_frame=1.0)
+    cfg = toy.model_config(features=8, depth=1)
+
+    def poisoned(b, s):
+        batch = sample_batch(toy, b, s)
+        if s != 2**40:  # validation set stays clean, training batches carry NaN
+            batch.frames[:] = float("nan")
+        return batch
+
+    tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, val_samples=2)
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 0 step 0.*lower the learning rate"):
+        train(cfg, tc, poisoned, tmp_path, report=quiet)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("movie")
+    batch = sample_batch(TOY, 30, seed=4242)
+    adu = batch.frames[:, 0, 0].numpy() * 2.0 + 100.0  # camera: 0.5 e-/ADU, baseline 100
+    tifffile.imwrite(folder / "movie.tif", adu.astype(np.uint16))
+    write_table(batch.truth, folder / "truth.csv")
+    return folder
+
+
+def test_fit_cli_finds_emitters_and_compare_cli_scores_them(trained, movie, tmp_path):
+    model_path, _ = trained
+    fit = run_cli("-m", "algorithms.decode_plex", "fit", "--model", str(model_path),
+                  "--frames", str(movie / "movie.tif"), "--outputs", str(tmp_path / "fit"))
+    assert fit.returncode == 0, fit.stderr
+    lines = [json.loads(line) for line in fit.stdout.splitlines()]
+    assert lines[-1]["stage"] == "done" and lines[-1]["localizations"] > 0
+    for name in ("locs.h5", "locs.csv", "fit_report.json", "qc_subpixel.png", "qc_preview.png"):
+        assert (tmp_path / "fit" / name).is_file(), name
+    h5, csv = read_table(tmp_path / "fit" / "locs.h5"), read_table(tmp_path / "fit" / "locs.csv")
+    assert len(h5) == len(csv) and np.allclose(h5["x"], csv["x"], rtol=1e-5)
+    report = json.loads((tmp_path / "fit" / "fit_report.json").read_text())
+    assert report["debiased"] is True and report["frames"] == 30
+    cmp = run_cli("-m", "algorithms.evaluation", "compare", "--truth", str(movie / "truth.csv"),
+                  "--pred", str(tmp_path / "fit" / "locs.h5"), "--outputs", str(tmp_path / "cmp"))
+    assert cmp.returncode == 0, cmp.stderr
+    metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
+    assert metrics["jaccard"] >= 0.6, metrics  # ADU → photons with the model's camera, then the same net
+
+
+@pytest.mark.parametrize("case", ["other_calibration", "corrupt_tiff", "zero_frames", "odd_split", "not_a_model"])
+def test_bad_fit_inputs_exit_2_with_one_line(trained, movie, tmp_path, case, capsys):
+    model_path, _ = trained
+    frames = movie / "movie.tif"
+    extra: list[str] = []
+    model = str(model_path)
+    if case == "other_calibration":
+        (tmp_path / "cal.mat").write_bytes(b"another calibration")
+        extra = ["--calibration", str(tmp_path / "cal.mat")]
+    elif case == "corrupt_tiff":
+        frames = tmp_path / "bad.tif"
+        frames.write_bytes(b"II*\x00" + b"\x00" * 20)
+    elif case == "zero_frames":
+        frames = tmp_path / "empty.tif"
+        with pytest.warns(UserWarning):  # tifffile warns about writing an empty stack; that is the point
+            tifffile.imwrite(frames, np.zeros((0, 32, 32), np.uint16))
+    elif case == "odd_split":
+        frames = tmp_path / "tiny.tif"
+        tifffile.imwrite(frames, np.zeros((2, 3, 3), np.uint16))
+    elif case == "not_a_model":
+        (tmp_path / "m.pt").write_bytes(b"not a model")
+        model = str(tmp_path / "m.pt")
+    code = run_main(fit_main, ["--model", model, "--frames", str(frames), "--outputs", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "locs.h5").exists()
+
+
+def test_train_cli_rejects_bad_params(tmp_path, capsys):
+    (tmp_path / "p.json").write_text(json.dumps({"photons": [5000, 100]}))
+    assert run_main(train_main, ["--params", str(tmp_path / "p.json"), "--outputs", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "photons" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "q.json").write_text(json.dumps({"colour": 1}))
+    assert run_main(train_main, ["--params", str(tmp_path / "q.json"), "--outputs", str(tmp_path / "o")]) == 2
+    assert "unknown parameter" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_longer_training_localizes_below_a_third_of_a_pixel(tmp_path):
+    """~1000 steps (several minutes on one core): sub-pixel precision, not just detection."""
+    toy = ToyConfig(height=32, width=32, emitters_per_frame=1.5, photons=(2000.0, 8000.0), bg=(30.0, 70.0),
+                    margin_px=2.0)
+    cfg = toy.model_config(features=16, depth=2)
+    tc = TrainConfig(epochs=10, steps_per_epoch=100, batch_size=16, lr=2e-3, schedule="cosine", val_samples=32)
+    train(cfg, tc, lambda b, s: sample_batch(toy, b, s), tmp_path, report=quiet)
+    net, _ = load_model(tmp_path / "model.pt")
+    test = sample_batch(toy, 200, seed=555)
+    with torch.no_grad():
+        m = evaluate(test.truth, extract(net(net.prepare(test.frames), test.aux), cfg, 0.5))
+    # uniform guessing inside the right pixel gives sqrt(2/12)·100 nm ≈ 41 nm
+    assert m["jaccard"] > 0.85 and m["rmse_lat"] < 33.0, m
