@@ -51,6 +51,10 @@ class TooLarge(Exception):
     """Over the file-size limit or the user's quota: HTTP 413."""
 
 
+class QuotaExceeded(Exception):
+    """Too many of something at once (active jobs): HTTP 429; the message names the limit."""
+
+
 @cache
 def code_version() -> str:
     """The code the portal runs (git commit or configured), recorded in every frozen spec."""
@@ -188,6 +192,7 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
     }
     try:
         with transaction.atomic():
+            _check_active_jobs(user)
             job = Job.objects.create(
                 owner=user, application=entry.application, version=entry.version, entrypoint=entry.name,
                 params=resolved, spec=spec, queue=entry.queue, notify=notify, max_attempts=entry.max_attempts,
@@ -203,6 +208,19 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
             raise
         return existing, False
     return job, True
+
+
+def _check_active_jobs(user) -> None:
+    """At most LOCUS_MAX_ACTIVE_JOBS queued or running jobs per user (inside submit's transaction).
+
+    The user's row is locked first so that concurrent submissions count one after the other.
+    """
+    limit = settings.LOCUS_MAX_ACTIVE_JOBS
+    type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    active = Job.objects.filter(owner=user, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count()
+    if active >= limit:
+        raise QuotaExceeded(f"you have {active} queued or running jobs; the limit is {limit} "
+                            "(LOCUS_MAX_ACTIVE_JOBS): wait for some to finish or cancel some")
 
 
 def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dict[str, list[File]]:
