@@ -402,12 +402,20 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
     exit_code = data.get("exit_code")
     if not isinstance(exit_code, int):
         raise InvalidInput({"exit_code": "an integer is required"})
+    if not isinstance(outputs, list):
+        raise InvalidInput({"outputs": "a list of {name, key, size, sha256}"})
+    seconds = {}
+    for name in ("cpu_seconds", "gpu_seconds"):
+        try:
+            seconds[name] = float(data.get(name) or 0)
+        except (TypeError, ValueError):
+            raise InvalidInput({name: "a number of seconds"}) from None
     prefix = storage.output_prefix(attempt.job.owner_id, attempt.job_id, attempt.number)
     verified = []
     if exit_code == 0 and not data.get("failure_class"):
         for i, out in enumerate(outputs):
-            key = out.get("key", "") if isinstance(out, dict) else ""
-            if not key.startswith(prefix) or ".." in key:
+            key = out.get("key") if isinstance(out, dict) else None
+            if not isinstance(key, str) or not key.startswith(prefix) or ".." in key:
                 raise InvalidInput({f"outputs.{i}.key": "not an upload target of this attempt"})
             try:
                 size, sha = storage.checksum(key)
@@ -425,8 +433,8 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
 
     return states.complete(
         attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
-        reason=str(data.get("reason") or ""), cpu_seconds=float(data.get("cpu_seconds") or 0),
-        gpu_seconds=float(data.get("gpu_seconds") or 0), register_outputs=register,
+        reason=str(data.get("reason") or ""), cpu_seconds=seconds["cpu_seconds"],
+        gpu_seconds=seconds["gpu_seconds"], register_outputs=register,
     )
 
 

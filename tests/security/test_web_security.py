@@ -325,3 +325,19 @@ def test_unknown_api_urls_answer_the_json_error_shape(api):
     response = api.get("/api/v1/no-such-thing/")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert Client().get("/no-such-page/").status_code == 404
+
+
+@pytest.mark.parametrize("body", [
+    {"exit_code": 0, "outputs": [{"name": "a", "key": 5, "size": 1, "sha256": "x"}]},
+    {"exit_code": 0, "outputs": 5},
+    {"exit_code": 0, "outputs": "users/1/jobs/x"},
+    {"exit_code": 1, "failure_class": "input", "cpu_seconds": "a while"},
+    {"exit_code": 1, "gpu_seconds": [1]},
+])
+def test_malformed_completion_is_a_400_and_changes_nothing(user, worker, body):
+    job, _ = services.submit(user, application="diagnostics", entrypoint="selftest")
+    claim = worker.post(f"/api/v1/worker/jobs/{job.pk}/claim").json()
+    response = worker.post(f"/api/v1/worker/attempts/{claim['attempt_id']}/complete", body, format="json",
+                           HTTP_X_FENCING_TOKEN=claim["fencing_token"])
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+    assert Job.objects.get(pk=job.pk).status == "running"
