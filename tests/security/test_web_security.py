@@ -341,3 +341,15 @@ def test_malformed_completion_is_a_400_and_changes_nothing(user, worker, body):
                            HTTP_X_FENCING_TOKEN=claim["fencing_token"])
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
     assert Job.objects.get(pk=job.pk).status == "running"
+
+
+@pytest.mark.parametrize("query", ["created_after=2020-13-45T00:00:00", "created_before=2021-02-30T25:61:00"])
+def test_impossible_dates_in_job_filters_are_a_400(api, query):
+    response = api.get(f"/api/v1/jobs/?{query}")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+
+
+def test_huge_log_offsets_are_answered_not_500(api, user):
+    job, _ = services.submit(user, application="diagnostics", entrypoint="selftest")
+    response = api.get(f"/api/v1/jobs/{job.pk}/logs/?offset={'9' * 30}&limit={'9' * 30}")
+    assert response.status_code == 200 and response.json()["text"] == ""
