@@ -224,6 +224,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Behind N reverse proxies the client's address is the N-th last X-Forwarded-For entry; 0 (the default)
+    # trusts only REMOTE_ADDR, so that a client cannot pick its own address to dodge throttling.
+    "NUM_PROXIES": env.int("LOCUS_NUM_PROXIES", default=0),
     # Per principal, rates in LOCUS_THROTTLE_RATES below (portal/throttling.py reads them per request).
     "DEFAULT_THROTTLE_CLASSES": [
         "portal.throttling.AnonThrottle",

@@ -17,9 +17,21 @@ from django.core.cache import cache
 log = logging.getLogger(__name__)
 
 
+def client_address(request) -> str:
+    """The client's address as DRF's throttles see it (REST_FRAMEWORK NUM_PROXIES, env LOCUS_NUM_PROXIES):
+    behind a proxy, REMOTE_ADDR is the proxy's, and every user would share one failure budget."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    proxies = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if not proxies or not forwarded:
+        return remote
+    addrs = [a.strip() for a in forwarded.split(",")]
+    return addrs[-min(proxies, len(addrs))]
+
+
 def _keys(request, username: str) -> list[str]:
     name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-    ip = request.META.get("REMOTE_ADDR", "")
+    ip = client_address(request)
     return [f"locus:login-fail:user:{name}", f"locus:login-fail:ip:{ip}"]
 
 

@@ -353,3 +353,27 @@ def test_huge_log_offsets_are_answered_not_500(api, user):
     job, _ = services.submit(user, application="diagnostics", entrypoint="selftest")
     response = api.get(f"/api/v1/jobs/{job.pk}/logs/?offset={'9' * 30}&limit={'9' * 30}")
     assert response.status_code == 200 and response.json()["text"] == ""
+
+
+def test_behind_a_proxy_login_failures_are_counted_per_forwarded_client(db, settings):
+    settings.LOCUS_LOGIN_MAX_FAILURES_PER_IP = 2
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    for _ in range(2):
+        Client(**proxy).post("/accounts/login/", {"username": "x", "password": "x"},
+                             HTTP_X_FORWARDED_FOR="203.0.113.7")
+    assert Client(**proxy).post("/accounts/login/", {"username": "y", "password": "x"},
+                                HTTP_X_FORWARDED_FOR="203.0.113.7").status_code == 429
+    # Another client behind the same proxy is not locked out; a spoofed first entry does not help.
+    assert Client(**proxy).post("/accounts/login/", {"username": "y", "password": "x"},
+                                HTTP_X_FORWARDED_FOR="203.0.113.8").status_code == 200
+    assert Client(**proxy).post("/accounts/login/", {"username": "y", "password": "x"},
+                                HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.7").status_code == 429
+
+
+def test_without_trusted_proxies_forwarded_headers_are_ignored(db, settings):
+    settings.LOCUS_LOGIN_MAX_FAILURES_PER_IP = 2
+    for i in range(2):
+        Client().post("/accounts/login/", {"username": "x", "password": "x"}, HTTP_X_FORWARDED_FOR=f"198.51.100.{i}")
+    assert Client().post("/accounts/login/", {"username": "x", "password": "x"},
+                         HTTP_X_FORWARDED_FOR="198.51.100.99").status_code == 429
