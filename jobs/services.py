@@ -51,6 +51,10 @@ class TooLarge(Exception):
     """Over the file-size limit or the user's quota: HTTP 413."""
 
 
+class QuotaExceeded(Exception):
+    """Too many of something at once (active jobs): HTTP 429; the message names the limit."""
+
+
 @cache
 def code_version() -> str:
     """The code the portal runs (git commit or configured), recorded in every frozen spec."""
@@ -188,6 +192,7 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
     }
     try:
         with transaction.atomic():
+            _check_active_jobs(user)
             job = Job.objects.create(
                 owner=user, application=entry.application, version=entry.version, entrypoint=entry.name,
                 params=resolved, spec=spec, queue=entry.queue, notify=notify, max_attempts=entry.max_attempts,
@@ -203,6 +208,19 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
             raise
         return existing, False
     return job, True
+
+
+def _check_active_jobs(user) -> None:
+    """At most LOCUS_MAX_ACTIVE_JOBS queued or running jobs per user (inside submit's transaction).
+
+    The user's row is locked first so that concurrent submissions count one after the other.
+    """
+    limit = settings.LOCUS_MAX_ACTIVE_JOBS
+    type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    active = Job.objects.filter(owner=user, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count()
+    if active >= limit:
+        raise QuotaExceeded(f"you have {active} queued or running jobs; the limit is {limit} "
+                            "(LOCUS_MAX_ACTIVE_JOBS): wait for some to finish or cancel some")
 
 
 def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dict[str, list[File]]:
@@ -384,12 +402,20 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
     exit_code = data.get("exit_code")
     if not isinstance(exit_code, int):
         raise InvalidInput({"exit_code": "an integer is required"})
+    if not isinstance(outputs, list):
+        raise InvalidInput({"outputs": "a list of {name, key, size, sha256}"})
+    seconds = {}
+    for name in ("cpu_seconds", "gpu_seconds"):
+        try:
+            seconds[name] = float(data.get(name) or 0)
+        except (TypeError, ValueError):
+            raise InvalidInput({name: "a number of seconds"}) from None
     prefix = storage.output_prefix(attempt.job.owner_id, attempt.job_id, attempt.number)
     verified = []
     if exit_code == 0 and not data.get("failure_class"):
         for i, out in enumerate(outputs):
-            key = out.get("key", "") if isinstance(out, dict) else ""
-            if not key.startswith(prefix) or ".." in key:
+            key = out.get("key") if isinstance(out, dict) else None
+            if not isinstance(key, str) or not key.startswith(prefix) or ".." in key:
                 raise InvalidInput({f"outputs.{i}.key": "not an upload target of this attempt"})
             try:
                 size, sha = storage.checksum(key)
@@ -407,8 +433,8 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
 
     return states.complete(
         attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
-        reason=str(data.get("reason") or ""), cpu_seconds=float(data.get("cpu_seconds") or 0),
-        gpu_seconds=float(data.get("gpu_seconds") or 0), register_outputs=register,
+        reason=str(data.get("reason") or ""), cpu_seconds=seconds["cpu_seconds"],
+        gpu_seconds=seconds["gpu_seconds"], register_outputs=register,
     )
 
 

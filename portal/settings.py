@@ -225,12 +225,32 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Behind N reverse proxies the client's address is the N-th last X-Forwarded-For entry; 0 (the default)
+    # trusts only REMOTE_ADDR, so that a client cannot pick its own address to dodge throttling.
+    "NUM_PROXIES": env.int("LOCUS_NUM_PROXIES", default=0),
+    # Per principal, rates in LOCUS_THROTTLE_RATES below (portal/throttling.py reads them per request).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "portal.throttling.AnonThrottle",
+        "portal.throttling.UserThrottle",
+        "portal.throttling.TokenThrottle",
+        "portal.throttling.WorkerThrottle",
+    ],
+}
+# Generous defaults: they stop a runaway script or a credential-stuffing loop, not a busy lab.
+LOCUS_THROTTLE_RATES = {
+    "anon": env.str("LOCUS_THROTTLE_ANON", default="300/min"),
+    "user": env.str("LOCUS_THROTTLE_USER", default="6000/min"),
+    "token": env.str("LOCUS_THROTTLE_TOKEN", default="3000/min"),
+    "worker": env.str("LOCUS_THROTTLE_WORKER", default="6000/min"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Locus API",
     "DESCRIPTION": "SMLM analysis jobs on borrowed GPUs: user API and worker API.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs are public: no authentication, so a stale token in a browser or a client
+    # cannot turn the docs page into an error (it used to be a 500 while rendering the HTML page).
+    "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "jobs.models.Job.Status",
@@ -238,6 +258,25 @@ SPECTACULAR_SETTINGS = {
         "FileStatusEnum": "jobs.models.File.Status",
     },
 }
+
+# --- cache: API throttling and log-in failure counters (shared by every process when on Redis) --------
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
+# --- web security (issue 10 §5) ---------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # templates use {% csrf_token %}; no script needs to read the cookie
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Log-in throttling (portal/accounts/views.py): failures per username and per client address.
+LOCUS_LOGIN_MAX_FAILURES = env.int("LOCUS_LOGIN_MAX_FAILURES", default=10)
+LOCUS_LOGIN_MAX_FAILURES_PER_IP = env.int("LOCUS_LOGIN_MAX_FAILURES_PER_IP", default=50)
+LOCUS_LOGIN_LOCKOUT_SECONDS = env.int("LOCUS_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# Queued + running jobs one user may have at once; submit answers 429 beyond it.
+LOCUS_MAX_ACTIVE_JOBS = env.int("LOCUS_MAX_ACTIVE_JOBS", default=200)
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -256,7 +295,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Tokens and signed transfer URLs never reach a log line (portal/log_filters.py).
+    "filters": {"redact": {"()": "portal.log_filters.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {"django.server": {"level": "WARNING"}, "django.request": {"filters": ["redact"]}},
 }

@@ -13,3 +13,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # The live server's thread must not keep a connection open past a test (teardown drops the database).
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# Throttling is tested on purpose (tests/security) with its own low rates; elsewhere it must never bite.
+LOCUS_THROTTLE_RATES = {scope: "1000000/min" for scope in LOCUS_THROTTLE_RATES}  # noqa: F405

@@ -3,18 +3,20 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import SimpleRouter
 
 from jobs.api.urls import urlpatterns as api_urls
 from portal import views
 from portal.accounts.api import ApiTokenViewSet
+from portal.accounts.views import ThrottledLoginView
 
-tokens = DefaultRouter()
+tokens = SimpleRouter()  # no API root of its own: /api/v1/ already has one
 tokens.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("jobs/<uuid:job_id>/", views.job_detail, name="job-detail"),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include(api_urls)),
     path("api/v1/", include(tokens.urls)),
@@ -23,3 +25,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]
+
+handler400 = views.bad_request
+handler403 = views.permission_denied
+handler404 = views.not_found
+handler500 = views.server_error

@@ -41,6 +41,8 @@ def exception_handler(exc, context):
         return error_response("conflict", exc.message, status.HTTP_409_CONFLICT, status=exc.status)
     if isinstance(exc, services.NotFound | Http404):
         return error_response("not_found", str(exc) or "not found", status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, services.QuotaExceeded):
+        return error_response("quota_exceeded", str(exc), status.HTTP_429_TOO_MANY_REQUESTS)
     if isinstance(exc, services.TooLarge):
         return error_response("too_large", str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, PermissionDenied):

@@ -5,7 +5,9 @@ from rest_framework.routers import DefaultRouter
 
 from jobs.api import fleet, user, worker
 
+# No `.json` suffix routes: JSON is the only format, and @action methods do not take `format`.
 router = DefaultRouter(trailing_slash=True)
+router.include_format_suffixes = False
 router.register("datasets", user.DatasetViewSet, basename="dataset")
 router.register("files", user.FileViewSet, basename="file")
 router.register("jobs", user.JobViewSet, basename="job")

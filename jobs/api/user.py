@@ -145,7 +145,10 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
             qs = qs.filter(application=value)
         for name, lookup in (("created_after", "created_at__gte"), ("created_before", "created_at__lt")):
             if value := params.get(name):
-                when = parse_datetime(value)
+                try:
+                    when = parse_datetime(value)
+                except ValueError:  # well-formed but impossible, e.g. month 13
+                    when = None
                 if when is None:
                     raise ValidationError({name: "expected an ISO-8601 date-time"})
                 qs = qs.filter(**{lookup: when})

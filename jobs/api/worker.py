@@ -13,12 +13,60 @@ from django.http import FileResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
-from rest_framework import authentication, exceptions, permissions, status
+from rest_framework import authentication, exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import services, states, storage
 from jobs.models import Attempt, Worker, WorkerToken, hash_token
+
+
+# Request bodies as documented in docs/worker-api.md. The views read request.data leniently (a worker of an
+# older version may send more or less); these serializers describe the contract in the OpenAPI schema,
+# which the schemathesis suite fuzzes.
+class EnrollRequest(serializers.Serializer):
+    enrollment_token = serializers.CharField()
+    name = serializers.CharField(max_length=200, required=False)
+    capabilities = serializers.DictField(required=False)
+
+
+class HeartbeatRequest(serializers.Serializer):
+    capabilities = serializers.DictField(required=False)
+
+
+class ClaimNextRequest(serializers.Serializer):
+    wait_s = serializers.FloatField(min_value=0, max_value=30, required=False)
+
+
+class AttemptHeartbeatRequest(serializers.Serializer):
+    progress = serializers.DictField(required=False, allow_null=True)
+
+
+class LogRequest(serializers.Serializer):
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class OutputRequest(serializers.Serializer):
+    name = serializers.CharField()
+    size = serializers.IntegerField(min_value=0)
+    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$")
+
+
+class ReportedOutput(serializers.Serializer):
+    name = serializers.CharField()
+    key = serializers.CharField()
+    size = serializers.IntegerField(min_value=0)
+    sha256 = serializers.CharField()
+
+
+class CompleteRequest(serializers.Serializer):
+    exit_code = serializers.IntegerField()
+    failure_class = serializers.ChoiceField(choices=["input", "algorithm", "infrastructure"], allow_null=True,
+                                            required=False)
+    reason = serializers.CharField(required=False, allow_blank=True)
+    outputs = ReportedOutput(many=True, required=False)
+    cpu_seconds = serializers.FloatField(required=False)
+    gpu_seconds = serializers.FloatField(required=False)
 
 
 class WorkerTokenAuthentication(authentication.TokenAuthentication):
@@ -63,7 +111,7 @@ class EnrollView(APIView):
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={201: {"type": "object"}})
+    @extend_schema(request=EnrollRequest, responses={201: {"type": "object"}})
     def post(self, request):
         data = request.data if isinstance(request.data, dict) else {}
         caps = data.get("capabilities") or {}
@@ -75,7 +123,7 @@ class EnrollView(APIView):
 
 
 class HeartbeatView(WorkerView):
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={200: {"type": "object"}})
+    @extend_schema(request=HeartbeatRequest, responses={200: {"type": "object"}})
     def post(self, request):
         caps = request.data.get("capabilities") if isinstance(request.data, dict) else None
         worker = services.worker_heartbeat(request.user, caps)
@@ -91,7 +139,7 @@ class ClaimView(WorkerView):
 
 
 class ClaimNextView(WorkerView):
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={200: {"type": "object"}})
+    @extend_schema(request=ClaimNextRequest, responses={200: {"type": "object"}})
     def post(self, request):
         try:
             wait_s = float((request.data or {}).get("wait_s", 0))
@@ -104,7 +152,7 @@ class ClaimNextView(WorkerView):
 
 
 class AttemptHeartbeatView(WorkerView):
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={200: {"type": "object"}})
+    @extend_schema(request=AttemptHeartbeatRequest, responses={200: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = self.attempt(request, attempt_id)
         progress = request.data.get("progress") if isinstance(request.data, dict) else None
@@ -116,7 +164,7 @@ class AttemptHeartbeatView(WorkerView):
 
 
 class AttemptLogView(WorkerView):
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={200: {"type": "object"}})
+    @extend_schema(request=LogRequest, responses={200: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = states.check_fencing(self.attempt(request, attempt_id).pk, self.fencing(request))
         text = request.data.get("text") if isinstance(request.data, dict) else None
@@ -126,7 +174,7 @@ class AttemptLogView(WorkerView):
 
 
 class AttemptOutputView(WorkerView):
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={201: {"type": "object"}})
+    @extend_schema(request=OutputRequest, responses={201: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = states.check_fencing(self.attempt(request, attempt_id).pk, self.fencing(request))
         data = request.data if isinstance(request.data, dict) else {}
@@ -136,7 +184,7 @@ class AttemptOutputView(WorkerView):
 
 
 class AttemptCompleteView(WorkerView):
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={200: {"type": "object"}})
+    @extend_schema(request=CompleteRequest, responses={200: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = states.check_fencing(self.attempt(request, attempt_id).pk, self.fencing(request))
         data = request.data if isinstance(request.data, dict) else {}
