@@ -72,7 +72,7 @@ class Stack:
             DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", CELERY_BROKER_URL=BROKER,
             EMAIL_URL="consolemail://", LOCUS_PUBLIC_URL=self.url, LOCUS_VAR_DIR=str(workdir / "var"),
             SECURE_SSL_REDIRECT="false", LOCUS_LEASE_SECONDS=str(args.lease), LOCUS_SWEEP_SECONDS=str(args.sweep),
-            PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING",
+            PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING", LOCUS_MAX_ACTIVE_JOBS=str(max(1000, 2 * args.jobs)),
         )
         self.procs: dict[str, subprocess.Popen] = {}
         self.agent_count = 0
