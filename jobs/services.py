@@ -32,6 +32,7 @@ from jobs.models import (
     hash_token,
 )
 from jobs.registry import get_registry
+from jobs.textsafe import clean_json, clean_text, is_clean
 
 
 class InvalidInput(Exception):
@@ -173,6 +174,8 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
         entry = get_registry().get(application, version, entrypoint)
     except reg.UnknownEntrypoint as exc:
         raise InvalidInput({exc.field: exc.message}) from None
+    if not is_clean(params):
+        raise InvalidInput({"params": "text must not contain NUL or unpaired surrogate characters"})
     try:
         resolved = entry.resolve_params(params)
     except reg.ParamsError as exc:
@@ -275,9 +278,9 @@ def enroll(raw_token: str, name: str, capabilities: dict) -> tuple[Worker, str]:
         token = EnrollmentToken.objects.select_for_update().filter(key_hash=hash_token(raw_token or "")).first()
         if token is None or token.used_at or token.expires_at < now:
             raise InvalidInput({"enrollment_token": "unknown, used or expired enrollment token"}, status=403)
-        worker = Worker.objects.create(name=(name or "worker")[:200], owner=token.created_by,
+        worker = Worker.objects.create(name=clean_text(name or "worker")[:200] or "worker", owner=token.created_by,
                                        institution=token.institution, pools=token.pools,
-                                       capabilities=capabilities or {}, last_seen=now)
+                                       capabilities=clean_json(capabilities or {}), last_seen=now)
         updated = EnrollmentToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now, worker=worker)
         if not updated:
             raise InvalidInput({"enrollment_token": "enrollment token already used"}, status=403)
@@ -288,7 +291,7 @@ def enroll(raw_token: str, name: str, capabilities: dict) -> tuple[Worker, str]:
 def worker_heartbeat(worker: Worker, capabilities: dict | None) -> Worker:
     fields: dict[str, Any] = {"last_seen": timezone.now()}
     if isinstance(capabilities, dict) and capabilities:
-        fields["capabilities"] = capabilities
+        fields["capabilities"] = clean_json(capabilities)
     Worker.objects.filter(pk=worker.pk).update(**fields)
     for k, v in fields.items():
         setattr(worker, k, v)
@@ -348,7 +351,7 @@ def claim_payload(attempt: Attempt) -> dict[str, Any]:
 def append_log(attempt: Attempt, text: str) -> int:
     """Append to the job's log (bounded by LOCUS_MAX_LOG_BYTES); returns the log's new size in bytes."""
     job = attempt.job
-    data = text.encode()
+    data = clean_text(text).encode()
     with transaction.atomic():
         size = Job.objects.select_for_update().values_list("log_size", flat=True).get(pk=job.pk)
         room = settings.LOCUS_MAX_LOG_BYTES - size
@@ -433,7 +436,7 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
 
     return states.complete(
         attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
-        reason=str(data.get("reason") or ""), cpu_seconds=seconds["cpu_seconds"],
+        reason=clean_text(str(data.get("reason") or "")), cpu_seconds=seconds["cpu_seconds"],
         gpu_seconds=seconds["gpu_seconds"], register_outputs=register,
     )
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from jobs import dispatch
 from jobs.models import Attempt, Job, JobEvent, Worker
+from jobs.textsafe import clean_json
 
 QUEUED, RUNNING = Job.Status.QUEUED, Job.Status.RUNNING
 SUCCEEDED, FAILED, CANCELLED = Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED
@@ -121,6 +122,7 @@ def heartbeat(attempt_id, token: str, progress: dict | None = None) -> tuple[str
         raise Conflict(f"attempt is {status}", status)
     attempt.lease_expires_at = expires
     if progress:
+        progress = clean_json(progress)
         fraction = progress.get("progress")
         fields = {"progress_detail": progress}
         if isinstance(fraction, int | float) and 0 <= fraction <= 1:

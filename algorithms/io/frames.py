@@ -60,6 +60,11 @@ class _File:
         # truncated file would silently become a shorter movie, so its errors are caught here.
         errors = _LogCatcher()
         logger = logging.getLogger("tifffile")
+        # A host application's logging config may have disabled this logger (dictConfig's
+        # disable_existing_loggers) or raised its level: re-enable it while we listen.
+        disabled, level = logger.disabled, logger.level
+        logger.disabled = False
+        logger.setLevel(min(level or logging.ERROR, logging.ERROR))
         logger.addHandler(errors)
         try:
             self.tif = tifffile.TiffFile(path)
@@ -70,6 +75,7 @@ class _File:
             raise bad(path, f"not a readable TIFF ({type(exc).__name__}: {detail})") from None
         finally:
             logger.removeHandler(errors)
+            logger.disabled, logger.level = disabled, level
         if errors.messages:
             self.tif.close()
             raise bad(path, f"TIFF is truncated or corrupt ({errors.messages[0]})")

@@ -271,7 +271,7 @@ def world(user, other_user, staff, worker, other_worker, dataset, test_registry)
         "revoked_worker": client(None, f"Worker {old_worker_raw}"),
     }
     secrets_of_alice = {str(dataset.pk), str(frames.pk), str(cal.pk), str(running.pk), str(queued.pk),
-                        str(attempt.pk), attempt.fencing_token, str(alice_token.pk) + '"', alice_token.prefix}
+                        str(attempt.pk), attempt.fencing_token, f'"id":{alice_token.pk},', alice_token.prefix}
     return {
         "clients": clients, "attempt": attempt, "secrets": secrets_of_alice,
         "values": {"dataset": str(dataset.pk), "file": str(frames.pk), "job": str(running.pk),

@@ -220,3 +220,25 @@ def test_email_honours_the_preference(api, worker, preference, outcome, emails, 
 
     send_job_email(job_id)  # a redelivered task sends nothing more
     assert len(mail.outbox) == emails
+
+
+def test_nul_and_lone_surrogates_from_a_worker_are_cleaned_not_a_500(api, worker):
+    body = claim(worker, new_job(api)).json()
+    raw = '{"progress": {"progress": 0.5, "stage": "a\\u0000b", "\\ud800": "x"}}'
+    response = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/heartbeat", raw,
+                           content_type="application/json", HTTP_X_FENCING_TOKEN=body["fencing_token"])
+    assert response.status_code == 200
+    assert Job.objects.get(pk=body["job_id"]).progress_detail["stage"] == "ab"
+    log = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/log", '{"text": "x\\u0000y\\udfff\\n"}',
+                      content_type="application/json", HTTP_X_FENCING_TOKEN=body["fencing_token"])
+    assert log.status_code == 200
+    assert api.get(f"/api/v1/jobs/{body['job_id']}/logs/").json()["text"] == "xy?\n"
+    caps = worker.post("/api/v1/worker/heartbeat", '{"capabilities": {"cpu_count": 2, "name": "\\u0000\\ud800"}}',
+                       content_type="application/json")
+    assert caps.status_code == 200
+
+
+def test_params_with_nul_are_refused(api):
+    response = api.post("/api/v1/jobs/", '{"application": "diagnostics", "entrypoint": "checksum", '
+                        '"params": {"copy": "\\u0000"}}', content_type="application/json")
+    assert response.status_code == 400
