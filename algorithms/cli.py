@@ -46,13 +46,16 @@ def progress(fraction: float, stage: str, **extra: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, mode: str = "w") -> Iterator[Any]:
-    """Write to a temp file beside `path` and rename on success: never a half-written output."""
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temp file beside `path` for writers that need a file name; renamed onto `path` on success only.
+
+    `suffix` matters to writers that choose the format from the name (matplotlib, tifffile).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+        yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
@@ -61,6 +64,13 @@ def atomic_output(path: Path, mode: str = "w") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: str = "w") -> Iterator[Any]:
+    """An open file beside `path`, renamed onto it on success: never a half-written output."""
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
 
 
 def run_main(main: Any, argv: list[str] | None = None) -> int:

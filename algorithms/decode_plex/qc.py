@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from algorithms.cli import atomic_path
 from algorithms.decode_plex.model import ModelConfig
 from algorithms.io.table import LocTable
 
@@ -15,11 +14,9 @@ from algorithms.io.table import LocTable
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def qc_plots(table: LocTable, cfg: ModelConfig, outdir: Path, dye_ratios: list[float] | None = None) -> list[str]:

@@ -14,11 +14,9 @@ frame = sample index). Until the simulation engine is wired in, the CLI uses the
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from algorithms.cli import progress
+from algorithms.cli import atomic_path, progress
 from algorithms.decode_plex.loss import LossConfig, decode_plex_loss
 from algorithms.decode_plex.model import DecodePlexNet, ModelConfig, select_device
 from algorithms.decode_plex.postprocess import extract
@@ -101,16 +99,8 @@ def code_version() -> str:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, tc: TrainConfig):
@@ -274,9 +264,6 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     axes[2].set(xlabel="epoch", ylabel="RMSE (nm)")
     axes[2].legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

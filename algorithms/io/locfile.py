@@ -7,29 +7,21 @@ integers. HDF5: group ``locs`` with one dataset per column, attribute ``meta`` (
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from algorithms.cli import atomic_path
 from algorithms.io.table import UNITS, LocTable
-
-
-def _atomic_path(path: Path) -> tuple[str, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return tmp, path
 
 
 def write_table(table: LocTable, path: Path) -> None:
     """Write as CSV (``.csv``) or HDF5 (``.h5``/``.hdf5``), atomically."""
     path = Path(path)
-    tmp, path = _atomic_path(path)
-    try:
+    if path.suffix.lower() not in (".csv", ".h5", ".hdf5"):
+        raise ValueError(f"unknown table format {path.suffix!r} (use .csv or .h5)")
+    with atomic_path(path) as tmp:
         if path.suffix.lower() == ".csv":
             names = list(table.columns)
             cols = [table[n] for n in names]
@@ -45,13 +37,6 @@ def write_table(table: LocTable, path: Path) -> None:
                     g.create_dataset(name, data=col)
                 g.attrs["meta"] = json.dumps(table.meta, default=str)
                 g.attrs["units"] = json.dumps({k: UNITS[k] for k in table.columns if k in UNITS})
-        else:
-            raise ValueError(f"unknown table format {path.suffix!r} (use .csv or .h5)")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_table(path: Path) -> LocTable:

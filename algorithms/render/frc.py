@@ -133,7 +133,7 @@ def save_curve_png(result: FRCResult, path, title: str = "Fourier ring correlati
     """The FRC curve (raw and smoothed), the 1/7 threshold and the resolution, as a PNG."""
     from matplotlib.figure import Figure
 
-    from algorithms.render.output import _atomic
+    from algorithms.cli import atomic_path
 
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.add_subplot()
@@ -149,6 +149,6 @@ def save_curve_png(result: FRCResult, path, title: str = "Fourier ring correlati
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    with _atomic(path) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         fig.savefig(tmp, format="png")
     return path

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from algorithms.cli import atomic_path
 from algorithms.render.images import normalize
 
 
@@ -27,20 +25,6 @@ def _label(length_nm: float) -> str:
         value = length_nm / 1000
         return f"{value:g} µm"
     return f"{length_nm:g} nm"
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def save_png(image: np.ndarray, path: Path, pixel_nm: float, scalebar_nm: float | None = None,
@@ -83,7 +67,7 @@ def save_png(image: np.ndarray, path: Path, pixel_nm: float, scalebar_nm: float 
         bar.set_yticks([])
         bar.tick_params(colors="white", labelsize=8, length=2)
         bar.set_title(label, color="white", fontsize=8)
-    with _atomic(path) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path
 
@@ -107,6 +91,6 @@ def save_tiff(image: np.ndarray, path: Path, pixel_nm: float, bits: int = 32) ->
         data = data.astype(np.float32)
     else:
         raise ValueError("TIFF bits must be 16 or 32")
-    with _atomic(path) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         tifffile.imwrite(tmp, data, imagej=True, resolution=(1.0 / pixel_nm, 1.0 / pixel_nm), metadata=metadata)
     return path

@@ -27,21 +27,17 @@ Exit 0 on success, 2 with one line on stderr for bad input.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import os
 import struct
 import sys
-import tempfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from algorithms.cli import BadInput, atomic_output, job_arguments, progress, read_params
+from algorithms.cli import BadInput, atomic_output, atomic_path, job_arguments, progress, read_params
 
 
 def _find_input(args: argparse.Namespace, slot_name: str) -> Path | None:
@@ -80,21 +76,6 @@ def png_bytes(img: np.ndarray) -> bytes:
     )
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temp path beside ``path`` for writers that want a file name; renamed onto ``path`` on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) -> None:
     import h5py
     import tifffile
@@ -104,7 +85,7 @@ def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) ->
     if type(adu).__module__.split(".")[0] == "cupy":
         adu, photons = adu.get(), photons.get()
     frames = np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
-    with _atomic_path(outputs / "frames.tif") as tmp:
+    with atomic_path(outputs / "frames.tif") as tmp:
         tifffile.imwrite(tmp, frames, metadata={"axes": "TCYX"})
     progress(0.9, "write", file="frames.tif")
     truth = result.truth
@@ -119,7 +100,7 @@ def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) ->
         if len(truth):
             np.savetxt(buf, table, fmt=fmt, delimiter=",")
         fh.write(buf.getvalue())
-    with _atomic_path(outputs / "truth.h5") as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(outputs / "truth.h5") as tmp, h5py.File(tmp, "w") as f:
         g = f.create_group("truth")
         for n in names:
             g.create_dataset(n, data=truth[n])
