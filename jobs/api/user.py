@@ -134,6 +134,7 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         qs = Job.objects.filter(owner=self.request.user)
         if self.action != "list":
             return qs.prefetch_related("attempts__worker", "events", "outputs")
+        qs = qs.only(*JobListSerializer.Meta.fields)  # the list never needs spec/params JSON: don't parse it
         params = self.request.query_params
         if value := params.get("status"):
             wanted = [s for s in value.split(",") if s]
