@@ -170,6 +170,10 @@ LOCUS_SWEEP_SECONDS = env.float("LOCUS_SWEEP_SECONDS", default=15.0)
 LOCUS_URL_TTL_SECONDS = env.int("LOCUS_URL_TTL_SECONDS", default=900)
 LOCUS_MAX_LOG_BYTES = env.int("LOCUS_MAX_LOG_BYTES", default=20 * 1024**2)
 LOCUS_CODE_VERSION = env.str("LOCUS_CODE_VERSION", default="")
+# An institution pool's job not claimed within this wait goes to the shared tiers (Institution may override).
+LOCUS_POOL_SPILLOVER_SECONDS = env.int("LOCUS_POOL_SPILLOVER_SECONDS", default=300)
+# Enrolling a worker submits a `diagnostics selftest` job pinned to it (its result shows on the workers page).
+LOCUS_SELFTEST_ON_ENROLL = env.bool("LOCUS_SELFTEST_ON_ENROLL", default=True)
 
 # --- Celery (portal side: sends job ids, runs notify + maintenance; design §4) -------------------------
 BROKER_DIR = VAR_DIR / "broker"

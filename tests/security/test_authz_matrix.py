@@ -91,6 +91,7 @@ RULES: dict[str, Rule] = {
     # User API: objects of one owner (a foreign id is a 404), collections of one's own.
     "api-root": Rule("user-collection", ok(get=200)),
     "applications": Rule("user-collection", ok(get=200)),
+    "usage": Rule("user-collection", ok(get=200)),  # each sees their own (staff all); alice's ids never appear
     "dataset-list": Rule("user-collection", ok(get=200, post=201), body={"POST": {"name": "new"}}),
     "dataset-detail": Rule("user-object", ok(get=200, patch=200, delete=409), body={"PATCH": {"name": "renamed"}}),
     "dataset-files": Rule("user-object", ok(post=201), body={"POST": "upload"}),
