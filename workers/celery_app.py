@@ -65,7 +65,12 @@ def validate_queues(names: list[str]) -> list[str]:
 def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = False) -> Celery:
     """Build the Celery app for these queues; `gpu` turns on one task per child (design §4)."""
     url = default_broker_url(broker_url)
-    app = Celery("locus-worker", broker=url, set_as_current=True)
+    # Celery prefers $CELERY_BROKER_URL to the broker it is given, so `--broker` would lose to the environment;
+    # the agent owns its process, so the environment is made to agree. fixups=[]: no Django fixup even when
+    # DJANGO_SETTINGS_MODULE is set (the agent never imports Django).
+    if os.environ.get("CELERY_BROKER_URL") not in (None, url):
+        os.environ["CELERY_BROKER_URL"] = url
+    app = Celery("locus-worker", broker=url, set_as_current=True, fixups=[])
     transport_options: dict[str, Any] = {
         # Queues in the order given (the portal lists the worker's own, then its pools, then the shared
         # tiers): Redis BRPOP takes from the first non-empty one, so a pool worker serves its pool first.
