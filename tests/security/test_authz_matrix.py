@@ -135,6 +135,11 @@ RULES: dict[str, Rule] = {
     "healthz": Rule("html-public", ok(get=200)),
     "home": Rule("html-login", ok(get=200)),
     "job-detail-page": Rule("html-owner", ok(get=200)),
+    # Workers pages: staff and institution admins (owners of workers too); anyone else a 404.
+    "workers": Rule("html-fleet", ok(get=200)),
+    "worker-token-page": Rule("html-fleet", ok(post=400)),  # 400: the empty form again, with its errors
+    "worker-revoke-page": Rule("html-fleet", ok(post=302)),
+    "usage-page": Rule("html-login", ok(get=200)),
     "login": Rule("html-public", ok(get=200, post=200, put=200)),  # 200: the form again (wrong password)
     "logout": Rule("html-public", ok(post=302)),
     "password_reset": Rule("html-public", ok(get=200, post=200, put=200)),
@@ -205,6 +210,12 @@ def expected(rule: Rule, principal: str, verb: str) -> set[int]:
         if principal == "user":
             return rule.ok[verb]
         return {404} if principal in SESSIONS else {302}
+    if kind == "html-fleet":
+        if not allowed:
+            return {405, 302} if principal not in SESSIONS else {405}
+        if principal not in SESSIONS:
+            return {302}
+        return rule.ok[verb] if principal in ("staff", "inst_admin") else {404}
     if kind == "admin":  # staff may do anything the admin offers; the point is that nobody else may
         return set(range(200, 500)) if principal == "staff" else {302, 405}
     raise AssertionError(f"unknown rule kind {kind!r}")
