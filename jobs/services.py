@@ -6,6 +6,7 @@ Business rules live here (and transitions in `jobs.states`); views only translat
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import time
 import uuid
@@ -365,6 +366,9 @@ def submit_selftest(worker: Worker) -> Job:
     return job
 
 
+POOL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
 def issue_enrollment_token(user, *, institution: str | None = None, pool_slugs: list[str] | None = None,
                            hours: float = 24, note: str = "") -> tuple[EnrollmentToken, str]:
     """A one-time enrollment token (raw value returned once). Staff may name any institution and pools; an
@@ -378,6 +382,9 @@ def issue_enrollment_token(user, *, institution: str | None = None, pool_slugs: 
     if not allowed:
         raise InvalidInput({"institution": "only staff, or an admin of this institution, may enroll workers"})
     pool_slugs = list(pool_slugs or [])
+    bad = [slug for slug in pool_slugs if not POOL_SLUG_RE.match(str(slug))]
+    if bad:  # the agent accepts only these queue names (workers.celery_app.JOB_QUEUE_RE)
+        raise InvalidInput({"pools": f"{bad[0]!r}: a pool slug is lower-case letters, digits, '-' and '_'"})
     if pool_slugs and not user.is_staff and pool_slugs != [inst.slug]:
         raise InvalidInput({"pools": f"an institution admin may only use pool {inst.slug!r}"})
     return EnrollmentToken.issue(user, hours=hours, institution=inst, pools=pool_slugs, note=clean_text(note)[:200])

@@ -13,6 +13,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from jobs import services, usage
 
+# docs/lab-worker.md, with the portal and the token filled in (tests/unit/test_lab_worker_guide.py keeps the two
+# identical).
+LAB_PC_COMMANDS = [
+    "git clone --depth 1 https://git.example.org/locus/locus.git /opt/locus",
+    "python3 -m venv /opt/locus/.venv",
+    "/opt/locus/.venv/bin/pip install -r /opt/locus/requirements-gpu.txt",
+    "env -C /opt/locus /opt/locus/.venv/bin/python -m workers enroll --portal {portal} --enrollment-token {token} "
+    "--config /etc/locus/worker.json",
+    "systemctl enable --now /opt/locus/workers/locus-worker.service",
+]
+
 
 class EnrollmentTokenForm(forms.Form):
     """Which institution the new worker belongs to and whether it serves that institution's private pool."""
@@ -81,12 +92,11 @@ def create_enrollment_token(request):
             form.add_error(field if field in form.fields else None, problem)
         return _page(request, form, status=400)
     portal = settings.PUBLIC_URL
-    commands = [
-        f"python -m workers enroll --portal {portal} --enrollment-token {raw} --name \"$(hostname)\"",
-        "python -m workers start --pull",
-    ]
-    response = render(request, "portal/workers/token_created.html",
-                      {"token": token, "raw": raw, "commands": commands, "portal": portal})
+    response = render(request, "portal/workers/token_created.html", {
+        "token": token, "raw": raw, "portal": portal,
+        "commands": [f"python -m workers enroll --portal {portal} --enrollment-token {raw}",
+                     "python -m workers start --pull"],
+        "lab_pc": [line.format(portal=portal, token=raw) for line in LAB_PC_COMMANDS]})
     response["Cache-Control"] = "no-store"  # the token is shown once; no cache may keep it
     return response
 

@@ -80,3 +80,11 @@ def test_the_enroll_command_works_as_written(live_server, transactional_db, tmp_
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     worker = Worker.objects.get()
     assert f"enrolled as worker {worker.pk}" in done.stdout and worker.selftest_job is not None
+
+
+def test_the_workers_page_gives_the_same_five_commands():
+    from portal.web.workers import LAB_PC_COMMANDS
+
+    filled = [shlex.split(line.format(portal="https://locus.example.org", token="len_PASTE_IT_HERE"))
+              for line in LAB_PC_COMMANDS]
+    assert filled == five_commands()

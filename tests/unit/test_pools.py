@@ -280,3 +280,17 @@ def test_worker_api_shows_current_job_gpu_hours_and_selftest(user, staff, worker
     assert row["current_job"]["application"] == "diagnostics" and row["online"]
     assert row["gpu_hours"] == 0.0 and row["selftest"]["result"] == "none"
     assert str(job.pk) not in str(row)  # the job is alice's: its id is not the worker admin's to see
+
+
+def test_pool_slugs_must_be_queue_names(staff):
+    with pytest.raises(services.InvalidInput) as refused:
+        services.issue_enrollment_token(staff, pool_slugs=["Lab A"])
+    assert "pools" in refused.value.fields
+
+
+def test_an_agent_with_explicit_queues_still_consumes_its_own_queue_first():
+    from workers.__main__ import _with_own_queue
+
+    wid = "8631cb97-bb0a-4028-b1c6-ef203320831a"
+    assert _with_own_queue(["pool.lab.gpu.16", "gpu.16"], wid) == [f"worker.{wid}", "pool.lab.gpu.16", "gpu.16"]
+    assert _with_own_queue([f"worker.{wid}", "cpu"], wid) == [f"worker.{wid}", "cpu"]

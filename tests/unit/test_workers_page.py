@@ -89,6 +89,8 @@ def test_an_admin_creates_a_token_for_its_pool_and_sees_the_commands_once(lab, l
     assert (f"python -m workers enroll --portal https://locus.example.org --enrollment-token {raw}"
             in html.replace("&quot;", '"'))
     assert "python -m workers start --pull" in html
+    lab_pc = re.search(r'<pre class="commands lab-pc">(.*?)</pre>', html, re.S).group(1).strip().splitlines()
+    assert len(lab_pc) == 5 and f"--enrollment-token {raw} --config /etc/locus/worker.json" in lab_pc[3]
     token = EnrollmentToken.objects.get(created_by=lab_admin)
     assert token.institution == lab and token.pools == ["lab"] and token.note == "bench PC"
     assert raw not in browser(lab_admin).get("/workers/").content.decode()  # never shown again
