@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from algorithms import registry as reg
@@ -55,13 +56,16 @@ def spill_over(now=None) -> int:
     now = now or timezone.now()
     waits: dict[str, int] = {}
     moved = 0
-    for job in Job.objects.filter(status=Job.Status.QUEUED, queue__startswith="pool.").only(
-            "id", "queue", "queued_at", "spec"):
-        slug = job.queue.split(".")[1]
-        wait = waits.setdefault(slug, spillover_seconds(slug))
-        if job.queued_at > now - timedelta(seconds=wait):
-            continue
-        tier = shared_tier(job)
-        moved += states.reroute(job, tier, f"not claimed in pool {slug} within {wait} s; moved to the shared "
-                                           f"queue {tier}")
+    # One transaction for the pass (one commit, not one per job: a backlog after an outage moves at once);
+    # each move is still its own conditional UPDATE, and the doorbells go out after the commit.
+    with transaction.atomic():
+        for job in Job.objects.filter(status=Job.Status.QUEUED, queue__startswith="pool.").only(
+                "id", "queue", "queued_at", "spec"):
+            slug = job.queue.split(".")[1]
+            wait = waits.setdefault(slug, spillover_seconds(slug))
+            if job.queued_at > now - timedelta(seconds=wait):
+                continue
+            tier = shared_tier(job)
+            moved += states.reroute(job, tier, f"not claimed in pool {slug} within {wait} s; moved to the "
+                                               f"shared queue {tier}")
     return moved
