@@ -294,3 +294,13 @@ def test_an_agent_with_explicit_queues_still_consumes_its_own_queue_first():
     wid = "8631cb97-bb0a-4028-b1c6-ef203320831a"
     assert _with_own_queue(["pool.lab.gpu.16", "gpu.16"], wid) == [f"worker.{wid}", "pool.lab.gpu.16", "gpu.16"]
     assert _with_own_queue([f"worker.{wid}", "cpu"], wid) == [f"worker.{wid}", "cpu"]
+
+
+def test_a_pool_job_waiting_on_an_offline_pool_says_when_it_spills_over(user, lab, settings):
+    settings.LOCUS_POOL_SPILLOVER_SECONDS = 300
+    w = pool_worker("lab-pc", CPU_CAPS)
+    job = submit(user)
+    Worker.objects.filter(pk=w.worker.pk).update(last_seen=timezone.now() - timedelta(hours=1))
+    services.flag_unschedulable()
+    job.refresh_from_db()
+    assert job.waiting_reason == "no online worker in pool lab; it moves to the shared queue cpu after 300 s"
