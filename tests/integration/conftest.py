@@ -137,13 +137,14 @@ def start_agent(portal, broker, processes, tmp_path):
     count = 0
 
     def start(*, pull: bool = False, extra_env: dict[str, str] | None = None, grace: float = 3,
-              before_start: Callable[[str], object] | None = None) -> Process:
-        """`before_start(name)` runs between enroll and start (the worker exists, its agent does not yet)."""
+              before_start: Callable[[str], object] | None = None, token: dict | None = None) -> Process:
+        """`before_start(name)` runs between enroll and start (the worker exists, its agent does not yet);
+        `token` holds EnrollmentToken fields (institution, pools)."""
         nonlocal count
         count += 1
         name = f"agent-{count}"
         config = tmp_path / f"{name}.json"
-        _, raw = EnrollmentToken.issue(None)
+        _, raw = EnrollmentToken.issue(None, **(token or {}))
         env = clean_env(LOCUS_LOG_LEVEL="INFO", **(extra_env or {}))
         subprocess.run([sys.executable, "-m", "workers", "enroll", "--portal", portal, "--enrollment-token", raw,
                         "--name", name, "--config", str(config)], cwd=ROOT, env=env, check=True,
