@@ -25,6 +25,9 @@ class Institution(models.Model):
 
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
+    # How long a job waits in this institution's pool before it spills over to the shared tiers; empty
+    # means the site default (LOCUS_POOL_SPILLOVER_SECONDS).
+    pool_spillover_seconds = models.PositiveIntegerField(null=True, blank=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="institutions")
 
     def __str__(self) -> str:
@@ -124,6 +127,9 @@ class Job(models.Model):
     spec = models.JSONField()
     inputs = models.ManyToManyField(File, related_name="used_by_jobs", blank=True)
     queue = models.CharField(max_length=100)
+    # Set for jobs that must run on one worker only (the selftest after enrollment): claim refuses others.
+    pinned_worker = models.ForeignKey("Worker", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="pinned_jobs")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
     progress_detail = models.JSONField(default=dict, blank=True)
@@ -137,6 +143,8 @@ class Job(models.Model):
     waiting_reason = models.CharField(max_length=300, blank=True)
     log_size = models.BigIntegerField(default=0)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # When the job last entered `queued` (submission or requeue): the pool spill-over wait counts from here.
+    queued_at = models.DateTimeField(default=timezone.now)
     notified_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -166,7 +174,8 @@ class Worker(models.Model):
     """A machine that runs jobs: a Kubernetes pod, a lab PC, a donated GPU. Enrolled once, then uses a token.
 
     `capabilities` is what its last heartbeat reported (cpu_count, memory_gb, gpus[...]); `pools` are the
-    institution pools it serves besides the shared tiers.
+    institution pools it serves besides the shared tiers. `selftest_job` is the diagnostics job submitted
+    at enrollment (pinned to this worker); `selftest_report` is its hardware report once it finished.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -180,9 +189,16 @@ class Worker(models.Model):
     enabled = models.BooleanField(default=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    selftest_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    selftest_report = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def queue(self) -> str:
+        """This worker's own queue: jobs pinned to it (its selftest) and nothing else."""
+        return f"worker.{self.pk}"
 
     @property
     def is_authenticated(self) -> bool:  # lets DRF treat a worker as an authenticated principal

@@ -5,6 +5,8 @@ Business rules live here (and transitions in `jobs.states`); views only translat
 
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
 import time
 import uuid
@@ -15,16 +17,17 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Case, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from algorithms import registry as reg
-from jobs import dispatch, states, storage
+from jobs import dispatch, pools, selftest, states, storage
 from jobs.models import (
     Attempt,
     Dataset,
     EnrollmentToken,
     File,
+    Institution,
     Job,
     LogChunk,
     Worker,
@@ -161,10 +164,13 @@ def delete_dataset(dataset: Dataset) -> None:
 # --- submit --------------------------------------------------------------------------------------------
 
 def submit(user, *, application: str, entrypoint: str, version: str | None = None, params: dict | None = None,
-           inputs: dict[str, list] | None = None, notify: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
+           inputs: dict[str, list] | None = None, notify: str | None = None, idempotency_key: str | None = None,
+           pinned_worker: Worker | None = None) -> tuple[Job, bool]:
     """Validate against the registry, freeze the resolved spec, queue it. Returns (job, created).
 
-    The same `idempotency_key` from the same user returns the first job instead of making a second.
+    The same `idempotency_key` from the same user returns the first job instead of making a second. The queue
+    is the user's institution pool when one serves the job's tier (`jobs.pools`), else the shared tier; a job
+    `pinned_worker` goes to that worker's own queue (system-made, so the active-jobs quota does not apply).
     """
     if idempotency_key:
         existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
@@ -193,16 +199,18 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
                    for slot, fs in files.items() for f in fs],
         "code_version": code_version(),
     }
+    queue = pinned_worker.queue if pinned_worker else pools.route(user, entry.queue)
     try:
         with transaction.atomic():
-            _check_active_jobs(user)
+            if pinned_worker is None:
+                _check_active_jobs(user)
             job = Job.objects.create(
                 owner=user, application=entry.application, version=entry.version, entrypoint=entry.name,
-                params=resolved, spec=spec, queue=entry.queue, notify=notify, max_attempts=entry.max_attempts,
-                idempotency_key=idempotency_key or None,
+                params=resolved, spec=spec, queue=queue, notify=notify, max_attempts=entry.max_attempts,
+                idempotency_key=idempotency_key or None, pinned_worker=pinned_worker,
             )
             job.inputs.set([f for fs in files.values() for f in fs])
-            states.event(job, "submitted", f"queued on {entry.queue}")
+            states.event(job, "submitted", f"queued on {queue}")
             transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue))
     except IntegrityError:
         # Two concurrent submissions with one idempotency key: the other one won.
@@ -265,14 +273,71 @@ def parse_uuid(value: Any) -> uuid.UUID | None:
 # --- workers -------------------------------------------------------------------------------------------
 
 def worker_queues(worker: Worker) -> list[str]:
-    """The queues a worker may consume: shared tiers its hardware covers, and its institution pools."""
-    tiers = reg.queues_for_capabilities(worker.capabilities or {})
-    pools = [f"pool.{pool}.{tier}" for pool in (worker.pools or []) for tier in tiers]
-    return tiers + pools
+    """The queues a worker may consume, most urgent first: its own (pinned jobs), its institution pools, then
+    the shared tiers its hardware covers. The agent consumes them in this order (priority, not round robin),
+    which is how a pool worker serves its institution first."""
+    tiers = pools.tier_queues(worker)
+    own = [pools.pool_queue(pool, tier) for pool in (worker.pools or []) for tier in tiers]
+    return [worker.queue, *own, *tiers]
 
 
-def enroll(raw_token: str, name: str, capabilities: dict) -> tuple[Worker, str]:
-    """Spend a one-time enrollment token; returns the new worker and its (raw) worker token."""
+def managed_workers(user):
+    """Workers `user` may see and revoke: staff all, an institution admin their institution's, anyone the
+    workers they enrolled."""
+    if user.is_staff:
+        return Worker.objects.all()
+    admin_of = Institution.objects.filter(membership__user=user, membership__is_admin=True)
+    return Worker.objects.filter(Q(owner=user) | Q(institution__in=admin_of)).distinct()
+
+
+def admin_institutions(user):
+    """Institutions for which `user` may create enrollment tokens (staff: all)."""
+    if user.is_staff:
+        return Institution.objects.all().order_by("slug")
+    return Institution.objects.filter(membership__user=user, membership__is_admin=True).order_by("slug")
+
+
+def worker_facts(workers) -> dict[Any, dict[str, Any]]:
+    """What the workers page and API show beyond the row: online state, GPUs, the job it runs now, GPU-hours
+    served, and the selftest verdict (or the selftest job's state while it has none). Three queries in all."""
+    from jobs import usage
+
+    workers = list(workers)
+    now = timezone.now()
+    running = {a.worker_id: a for a in Attempt.objects.filter(worker__in=workers, status=Attempt.Status.RUNNING)
+               .select_related("job").order_by("started_at")}
+    donated = usage.donated_by_workers(Worker.objects.filter(pk__in=[w.pk for w in workers]))
+    selftests = {j.pk: j for j in Job.objects.filter(pk__in=[w.selftest_job_id for w in workers if w.selftest_job_id])}
+    facts = {}
+    for w in workers:
+        attempt = running.get(w.pk)
+        job = selftests.get(w.selftest_job_id)
+        report = w.selftest_report or {}
+        if report:
+            verdict = "passed" if report.get("passed") else "failed"
+        else:
+            verdict = job.status if job else "none"
+        facts[w.pk] = {
+            "online": w.enabled and w.is_online(now),
+            "gpus": [{"name": g.get("name"), "memory_gb": g.get("memory_gb")}
+                     for g in (w.capabilities or {}).get("gpus") or []],
+            # No job id: the job belongs to someone the worker's manager may not be (a 404 on its id).
+            "current_job": ({"application": attempt.job.application,
+                             "entrypoint": attempt.job.entrypoint, "attempt": attempt.number,
+                             "started_at": attempt.started_at.isoformat()} if attempt else None),
+            "gpu_hours": donated.get(w.pk, {}).get("gpu_hours", 0.0),
+            "cpu_hours": donated.get(w.pk, {}).get("cpu_hours", 0.0),
+            "selftest": {"result": verdict, "job": str(job.pk) if job else None, "report": report},
+        }
+    return facts
+
+
+def enroll(raw_token: str, name: str, capabilities: dict, *, selftest_job: bool | None = None) -> tuple[Worker, str]:
+    """Spend a one-time enrollment token; returns the new worker and its (raw) worker token.
+
+    A selftest job pinned to the new worker is queued in the same transaction when `selftest_job` is true
+    (None: the LOCUS_SELFTEST_ON_ENROLL setting).
+    """
     now = timezone.now()
     with transaction.atomic():
         token = EnrollmentToken.objects.select_for_update().filter(key_hash=hash_token(raw_token or "")).first()
@@ -285,7 +350,59 @@ def enroll(raw_token: str, name: str, capabilities: dict) -> tuple[Worker, str]:
         if not updated:
             raise InvalidInput({"enrollment_token": "enrollment token already used"}, status=403)
         _, raw = WorkerToken.issue(worker)
+        if settings.LOCUS_SELFTEST_ON_ENROLL if selftest_job is None else selftest_job:
+            submit_selftest(worker)
     return worker, raw
+
+
+def submit_selftest(worker: Worker) -> Job:
+    """Queue `diagnostics selftest` pinned to `worker`, owned by its owner (or the system user)."""
+    owner = worker.owner or selftest.system_user()
+    job, _ = submit(owner, application=selftest.APPLICATION, entrypoint=selftest.ENTRYPOINT, params={},
+                    notify=Job.Notify.NEVER, pinned_worker=worker,
+                    idempotency_key=f"selftest:{worker.pk}:{timezone.now().isoformat()}")
+    Worker.objects.filter(pk=worker.pk).update(selftest_job=job, selftest_report={})
+    worker.selftest_job, worker.selftest_report = job, {}
+    return job
+
+
+POOL_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def issue_enrollment_token(user, *, institution: str | None = None, pool_slugs: list[str] | None = None,
+                           hours: float = 24, note: str = "") -> tuple[EnrollmentToken, str]:
+    """A one-time enrollment token (raw value returned once). Staff may name any institution and pools; an
+    institution admin only their institution and, as pool, only its slug. Everyone else: 400 naming why."""
+    inst = None
+    if institution:
+        inst = Institution.objects.filter(slug=institution).first()
+        if inst is None:
+            raise InvalidInput({"institution": f"no institution {institution!r}"})
+    allowed = user.is_staff or (inst is not None and inst.membership_set.filter(user=user, is_admin=True).exists())
+    if not allowed:
+        raise InvalidInput({"institution": "only staff, or an admin of this institution, may enroll workers"})
+    pool_slugs = list(pool_slugs or [])
+    bad = [slug for slug in pool_slugs if not POOL_SLUG_RE.match(str(slug))]
+    if bad:  # the agent accepts only these queue names (workers.celery_app.JOB_QUEUE_RE)
+        raise InvalidInput({"pools": f"{bad[0]!r}: a pool slug is lower-case letters, digits, '-' and '_'"})
+    if pool_slugs and not user.is_staff and pool_slugs != [inst.slug]:
+        raise InvalidInput({"pools": f"an institution admin may only use pool {inst.slug!r}"})
+    return EnrollmentToken.issue(user, hours=hours, institution=inst, pools=pool_slugs, note=clean_text(note)[:200])
+
+
+@transaction.atomic
+def revoke_worker(worker: Worker) -> Worker:
+    """Cut a worker off: tokens revoked, disabled, its running attempts handed back (requeued now), and the
+    jobs pinned to it that can no longer run (its queued selftest) cancelled."""
+    now = timezone.now()
+    WorkerToken.objects.filter(worker=worker, revoked_at__isnull=True).update(revoked_at=now)
+    Worker.objects.filter(pk=worker.pk).update(enabled=False)
+    states.hand_back(worker, f"worker {worker.name} was revoked")
+    for job in Job.objects.filter(pinned_worker=worker, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]):
+        with contextlib.suppress(states.Conflict):  # it ended meanwhile
+            states.cancel(job)
+    worker.refresh_from_db()
+    return worker
 
 
 def worker_heartbeat(worker: Worker, capabilities: dict | None) -> Worker:
@@ -312,13 +429,16 @@ def claim(job_id, worker: Worker) -> Attempt:
 def claim_next(worker: Worker, wait_s: float = 0.0) -> Attempt | None:
     """Pull mode: the oldest queued job this worker can run, long-polling up to `wait_s` seconds."""
     deadline = time.monotonic() + max(0.0, min(float(wait_s), 30.0))
-    queues = set(worker_queues(worker))
+    queues = worker_queues(worker)
+    # Its own queue first, then its pools, then the shared tiers (oldest first within each).
+    rank = Case(*[When(queue=q, then=Value(i)) for i, q in enumerate(queues)], output_field=IntegerField())
     while True:
         worker_heartbeat(worker, None)
         with transaction.atomic():
             candidates = (Job.objects.select_for_update(skip_locked=True)
                           .filter(status=Job.Status.QUEUED, cancel_requested=False, queue__in=queues)
-                          .order_by("created_at")[:20])
+                          .filter(Q(pinned_worker__isnull=True) | Q(pinned_worker=worker))
+                          .annotate(rank=rank).order_by("rank", "created_at")[:20])
             for job in candidates:
                 if reg.covers(worker.capabilities or {}, job.spec.get("hardware", {})):
                     try:
@@ -434,11 +554,13 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
                                 name=storage.sanitise_name(out.get("name") or out["key"].rsplit("/", 1)[-1]),
                                 size=size, sha256=sha)
 
-    return states.complete(
+    job = states.complete(
         attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
         reason=clean_text(str(data.get("reason") or "")), cpu_seconds=seconds["cpu_seconds"],
         gpu_seconds=seconds["gpu_seconds"], register_outputs=register,
     )
+    selftest.record(job)
+    return job
 
 
 # --- sweeps --------------------------------------------------------------------------------------------
@@ -457,7 +579,16 @@ def flag_unschedulable() -> int:
     for job in Job.objects.filter(status=Job.Status.QUEUED).only("id", "spec", "queue", "waiting_reason"):
         hardware = job.spec.get("hardware", {})
         takers = [w for w in online if job.queue in worker_queues(w) and reg.covers(w.capabilities or {}, hardware)]
-        reason = "" if takers else describe_need(hardware)
+        if takers:
+            reason = ""
+        elif job.queue.startswith("worker."):
+            reason = "waiting for the worker it is pinned to to come online"
+        elif job.queue.startswith("pool."):
+            slug = job.queue.split(".")[1]
+            reason = (f"no online worker in pool {slug}; it moves to the shared queue "
+                      f"{pools.shared_tier(job)} after {pools.spillover_seconds(slug)} s")
+        else:
+            reason = describe_need(hardware)
         if reason != job.waiting_reason:
             states.flag_waiting(job, reason)
             flagged += bool(reason)
@@ -477,4 +608,5 @@ def redispatch_stale(age: timedelta | None = None) -> int:
 
 def sweep() -> dict[str, int]:
     """The periodic maintenance pass (beat, every LOCUS_SWEEP_SECONDS)."""
-    return {"lost": states.expire_leases(), "flagged": flag_unschedulable(), "redispatched": redispatch_stale()}
+    return {"lost": states.expire_leases(), "spilled": pools.spill_over(), "flagged": flag_unschedulable(),
+            "redispatched": redispatch_stale()}

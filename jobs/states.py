@@ -64,7 +64,8 @@ def _finish(job: Job | str, status: str, **fields) -> bool:
 def _requeue(job_id, reason: str, attempt: Attempt | None = None) -> bool:
     """running → queued for another attempt; a new broker message is sent on commit."""
     job = Job.objects.only("queue").get(pk=job_id)
-    updated = Job.objects.filter(pk=job_id, status=RUNNING).update(status=QUEUED, progress=0.0, progress_detail={})
+    updated = Job.objects.filter(pk=job_id, status=RUNNING).update(status=QUEUED, progress=0.0, progress_detail={},
+                                                                   queued_at=timezone.now())
     if updated:
         event(job_id, "requeued", reason, attempt=attempt)
         transaction.on_commit(lambda: dispatch.send_job(job_id, job.queue))
@@ -73,14 +74,19 @@ def _requeue(job_id, reason: str, attempt: Attempt | None = None) -> bool:
 
 @transaction.atomic
 def claim(job_id, worker: Worker, code_version: str = "") -> Attempt:
-    """queued → running: a new Attempt with a fresh fencing token and lease."""
+    """queued → running: a new Attempt with a fresh fencing token and lease. A job pinned to another worker
+    is refused here, in the same conditional UPDATE, so no path (broker, pull, a forged id) gets around it."""
     now = timezone.now()
-    updated = Job.objects.filter(pk=job_id, status=QUEUED, cancel_requested=False).update(
-        status=RUNNING, attempt_count=F("attempt_count") + 1, waiting_reason="", progress=0.0,
-    )
+    updated = (Job.objects.filter(pk=job_id, status=QUEUED, cancel_requested=False)
+               .filter(Q(pinned_worker__isnull=True) | Q(pinned_worker=worker))
+               .update(status=RUNNING, attempt_count=F("attempt_count") + 1, waiting_reason="", progress=0.0))
     if not updated:
-        status = _current_status(job_id)
-        raise Conflict(f"job is {status}, not queued" if status else "no such job", status)
+        row = Job.objects.filter(pk=job_id).values("status", "pinned_worker_id").first()
+        if row is None:
+            raise Conflict("no such job")
+        if row["status"] == QUEUED and row["pinned_worker_id"] not in (None, worker.pk):
+            raise Conflict("job is pinned to another worker", row["status"])
+        raise Conflict(f"job is {row['status']}, not queued", row["status"])
     job = Job.objects.get(pk=job_id)
     if job.started_at is None:
         Job.objects.filter(pk=job_id).update(started_at=now)
@@ -191,27 +197,55 @@ def cancel(job: Job, by=None) -> Job:
     return job
 
 
+def _lose(attempt: Attempt, now, *, only_if=Q(), reason: str, kind: str, message: str) -> bool:
+    """running → lost for one attempt; its job is requeued or, out of attempts, failed. In one transaction."""
+    with transaction.atomic():
+        updated = Attempt.objects.filter(only_if, pk=attempt.pk, status=Attempt.Status.RUNNING).update(
+            status=Attempt.Status.LOST, finished_at=now, failure_class="infrastructure", reason=reason)
+        if not updated:
+            return False
+        event(attempt.job_id, kind, message, attempt=attempt)
+        job = Job.objects.get(pk=attempt.job_id)
+        if job.attempt_count < job.max_attempts:
+            _requeue(job.pk, f"{message} (attempt {attempt.number})", attempt)
+        else:
+            _finish(job, FAILED, failure_class="infrastructure",
+                    reason=f"{message}; all {job.max_attempts} attempts used")
+    return True
+
+
 def expire_leases(now=None) -> int:
     """Attempts whose lease ran out become `lost`; their job is requeued or, out of attempts, failed."""
     now = now or timezone.now()
     count = 0
     for attempt in Attempt.objects.filter(status=Attempt.Status.RUNNING, lease_expires_at__lt=now):
-        with transaction.atomic():
-            updated = Attempt.objects.filter(
-                pk=attempt.pk, status=Attempt.Status.RUNNING, lease_expires_at__lt=now
-            ).update(status=Attempt.Status.LOST, finished_at=now, failure_class="infrastructure",
-                     reason="lease expired: the worker stopped heartbeating")
-            if not updated:
-                continue
-            count += 1
-            event(attempt.job_id, "lease_lost", "worker stopped heartbeating", attempt=attempt)
-            job = Job.objects.get(pk=attempt.job_id)
-            if job.attempt_count < job.max_attempts:
-                _requeue(job.pk, f"lease lost on attempt {attempt.number}", attempt)
-            else:
-                _finish(job, FAILED, failure_class="infrastructure",
-                        reason=f"lease lost on all {job.max_attempts} attempts")
+        count += _lose(attempt, now, only_if=Q(lease_expires_at__lt=now), kind="lease_lost",
+                       reason="lease expired: the worker stopped heartbeating", message="lease lost")
     return count
+
+
+def hand_back(worker: Worker, reason: str) -> int:
+    """A revoked worker's running attempts become `lost` now (not at lease expiry); their jobs are requeued.
+
+    The worker's later calls carry a revoked token (401), so nothing it sends can finish these attempts.
+    """
+    now = timezone.now()
+    count = 0
+    for attempt in Attempt.objects.filter(worker=worker, status=Attempt.Status.RUNNING):
+        count += _lose(attempt, now, reason=reason, kind="handed_back", message=reason)
+    return count
+
+
+def reroute(job: Job, to_queue: str, message: str) -> bool:
+    """queued on one queue → queued on another (pool spill-over). Only while still queued where it was."""
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=QUEUED, queue=job.queue).update(
+            queue=to_queue, queued_at=timezone.now())
+        if not updated:
+            return False
+        event(job, "spilled_over", message, from_queue=job.queue, to_queue=to_queue)
+        transaction.on_commit(lambda: dispatch.send_job(job.pk, to_queue))
+    return True
 
 
 def flag_waiting(job: Job, reason: str) -> None:

@@ -72,6 +72,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from the web process (gunicorn has no file server), right after the security
+    # headers; with DEBUG, runserver's own static view still answers first.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -92,6 +95,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.web.workers.nav",
             ],
         },
     },
@@ -145,8 +149,14 @@ else:
     DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
     "default": DEFAULT_STORAGE,
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Production: `collectstatic` writes gzip/brotli copies next to each file for WhiteNoise to serve. No
+    # manifest storage: with one, a release that skipped collectstatic would answer every page with a 500.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage" if PRODUCTION
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# WhiteNoise also finds files in the apps' static/ folders, so an image without a collectstatic step (or a
+# STATIC_ROOT on an empty volume) still serves them; collected files win when present.
+WHITENOISE_USE_FINDERS = True
 # Upload limits enforced before bytes are accepted (design §2.1).
 LOCUS_MAX_FILE_BYTES = env.int("LOCUS_MAX_FILE_BYTES", default=50 * 1024**3)
 LOCUS_USER_QUOTA_BYTES = env.int("LOCUS_USER_QUOTA_BYTES", default=500 * 1024**3)
@@ -170,6 +180,10 @@ LOCUS_SWEEP_SECONDS = env.float("LOCUS_SWEEP_SECONDS", default=15.0)
 LOCUS_URL_TTL_SECONDS = env.int("LOCUS_URL_TTL_SECONDS", default=900)
 LOCUS_MAX_LOG_BYTES = env.int("LOCUS_MAX_LOG_BYTES", default=20 * 1024**2)
 LOCUS_CODE_VERSION = env.str("LOCUS_CODE_VERSION", default="")
+# An institution pool's job not claimed within this wait goes to the shared tiers (Institution may override).
+LOCUS_POOL_SPILLOVER_SECONDS = env.int("LOCUS_POOL_SPILLOVER_SECONDS", default=300)
+# Enrolling a worker submits a `diagnostics selftest` job pinned to it (its result shows on the workers page).
+LOCUS_SELFTEST_ON_ENROLL = env.bool("LOCUS_SELFTEST_ON_ENROLL", default=True)
 
 # --- Celery (portal side: sends job ids, runs notify + maintenance; design §4) -------------------------
 BROKER_DIR = VAR_DIR / "broker"

@@ -57,7 +57,8 @@ def _enrolled_worker(name: str, caps: dict):
     from jobs.models import EnrollmentToken
 
     _, raw = EnrollmentToken.issue(None)
-    worker, token = services.enroll(raw, name, caps)
+    # No selftest: the cast's workers start with an empty queue (tests/unit/test_pools.py covers the selftest).
+    worker, token = services.enroll(raw, name, caps, selftest_job=False)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Worker {token}")
     client.worker = worker

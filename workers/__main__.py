@@ -123,6 +123,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _with_own_queue(queues: list[str], worker_id: str) -> list[str]:
+    from workers.celery_app import JOB_QUEUE_RE
+
+    own = f"worker.{worker_id}"
+    return queues if own in queues or not JOB_QUEUE_RE.match(own) else [own, *queues]
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     from workers.agent import StartOptions, WorkerHeartbeat, run_broker, run_pull
     from workers.celery_app import validate_queues
@@ -163,7 +170,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     heartbeat.beat()  # fails fast on a wrong portal or a revoked token
     heartbeat.start()
     options = StartOptions(
-        queues=explicit or heartbeat.queues,
+        # An explicit list still gets the worker's own queue, first: jobs pinned to it (its selftest) wait there.
+        queues=_with_own_queue(explicit, config.worker_id) if explicit else heartbeat.queues,
         concurrency=args.concurrency or max(1, gpu_count),
         gpu_count=gpu_count,
         broker_url=args.broker or os.environ.get("CELERY_BROKER_URL") or config.broker_url,

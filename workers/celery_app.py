@@ -27,7 +27,10 @@ from workers.runner import AttemptRun, Outcome, RunnerSettings
 log = logging.getLogger("locus.worker.celery")
 
 TASK_NAME = "locus.run_job"
-JOB_QUEUE_RE = re.compile(r"^(cpu|gpu\.\d+|pool\.[a-z0-9][a-z0-9_-]*\.(cpu|gpu\.\d+))$")
+# Shared tiers, institution pools, and a worker's own queue (jobs pinned to it, such as its selftest).
+JOB_QUEUE_RE = re.compile(
+    r"^(cpu|gpu\.\d+|pool\.[a-z0-9][a-z0-9_-]*\.(cpu|gpu\.\d+)|worker\.[0-9a-f]{8}-[0-9a-f-]{27})$"
+)
 DEFAULT_VISIBILITY_TIMEOUT_S = 43200 + 3600  # above the longest registry timeout (12 h training)
 PORTAL_DOWN_REQUEUE_S = 10.0
 
@@ -51,7 +54,9 @@ def validate_queues(names: list[str]) -> list[str]:
     """Only job queues: consuming `notify`/`maintenance` would take the portal's own tasks."""
     bad = [n for n in names if not JOB_QUEUE_RE.match(n)]
     if bad:
-        raise ValueError(f"not a job queue: {bad[0]!r} (expected cpu, gpu.<GB> or pool.<slug>.<tier>)")
+        raise ValueError(
+            f"not a job queue: {bad[0]!r} (expected cpu, gpu.<GB>, pool.<slug>.<tier> or worker.<id>)"
+        )
     if not names:
         raise ValueError("no queues to consume")
     return names
@@ -60,8 +65,16 @@ def validate_queues(names: list[str]) -> list[str]:
 def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = False) -> Celery:
     """Build the Celery app for these queues; `gpu` turns on one task per child (design §4)."""
     url = default_broker_url(broker_url)
-    app = Celery("locus-worker", broker=url, set_as_current=True)
+    # Celery prefers $CELERY_BROKER_URL to the broker it is given, so `--broker` would lose to the environment;
+    # the agent owns its process, so the environment is made to agree. fixups=[]: no Django fixup even when
+    # DJANGO_SETTINGS_MODULE is set (the agent never imports Django).
+    if os.environ.get("CELERY_BROKER_URL") not in (None, url):
+        os.environ["CELERY_BROKER_URL"] = url
+    app = Celery("locus-worker", broker=url, set_as_current=True, fixups=[])
     transport_options: dict[str, Any] = {
+        # Queues in the order given (the portal lists the worker's own, then its pools, then the shared
+        # tiers): Redis BRPOP takes from the first non-empty one, so a pool worker serves its pool first.
+        "queue_order_strategy": "priority",
         "visibility_timeout": int(
             os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S
         ),

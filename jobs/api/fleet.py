@@ -3,22 +3,14 @@ institution's), owners (the workers they enrolled). Everyone else sees none — 
 
 from __future__ import annotations
 
-from django.db.models import Q
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from jobs import services
 from jobs.api.serializers import WorkerSerializer
-from jobs.models import EnrollmentToken, Institution, Worker, WorkerToken
-
-
-def managed_workers(user):
-    if user.is_staff:
-        return Worker.objects.all()
-    admin_of = Institution.objects.filter(membership__user=user, membership__is_admin=True)
-    return Worker.objects.filter(Q(owner=user) | Q(institution__in=admin_of)).distinct()
+from jobs.models import Worker
 
 
 class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -27,17 +19,18 @@ class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Worker.objects.none()
-        return managed_workers(self.request.user).select_related("institution").order_by("name")
+        return services.managed_workers(self.request.user).select_related("institution").order_by("name")
+
+    def list(self, request, *args, **kwargs):
+        workers = list(self.filter_queryset(self.get_queryset()))
+        context = {**self.get_serializer_context(), "facts": services.worker_facts(workers)}
+        return Response(WorkerSerializer(workers, many=True, context=context).data)
 
     @extend_schema(request=None, responses={200: WorkerSerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        """Disable the worker and revoke its tokens: its next call is refused (401) and it stops."""
-        worker = self.get_object()
-        now = timezone.now()
-        WorkerToken.objects.filter(worker=worker, revoked_at__isnull=True).update(revoked_at=now)
-        Worker.objects.filter(pk=worker.pk).update(enabled=False)
-        worker.refresh_from_db()
+        """Revoke the worker: its tokens are refused (401), its running attempt is handed back (requeued)."""
+        worker = services.revoke_worker(self.get_object())
         return Response(WorkerSerializer(worker).data)
 
 
@@ -57,19 +50,7 @@ class EnrollmentTokenViewSet(viewsets.GenericViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        institution = None
-        if data.get("institution"):
-            institution = Institution.objects.filter(slug=data["institution"]).first()
-            if institution is None:
-                raise serializers.ValidationError({"institution": f"no institution {data['institution']!r}"})
-        allowed = request.user.is_staff or (institution is not None and institution.membership_set.filter(
-            user=request.user, is_admin=True).exists())
-        if not allowed:
-            raise serializers.ValidationError(
-                {"institution": "only staff, or an admin of this institution, may enroll workers"})
-        if data["pools"] and not request.user.is_staff and data["pools"] != [institution.slug]:
-            raise serializers.ValidationError({"pools": f"an institution admin may only use pool {institution.slug!r}"})
-        token, raw = EnrollmentToken.issue(request.user, hours=data["hours"], institution=institution,
-                                           pools=data["pools"], note=data["note"])
+        token, raw = services.issue_enrollment_token(request.user, institution=data.get("institution"),
+                                                     pool_slugs=data["pools"], hours=data["hours"], note=data["note"])
         return Response({"token": raw, "expires_at": token.expires_at, "institution": data.get("institution"),
                          "pools": data["pools"]}, status=status.HTTP_201_CREATED)

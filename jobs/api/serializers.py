@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from jobs import services
 from jobs.models import Attempt, Dataset, File, Job, JobEvent, Worker
 
 
@@ -75,13 +77,53 @@ class JobCreateSerializer(serializers.Serializer):
 
 
 class WorkerSerializer(serializers.ModelSerializer):
+    """A worker with what its managers need to see: online state, GPUs, current job, GPU-hours served and the
+    selftest verdict (`services.worker_facts`; list views pass them precomputed in the context)."""
+
     online = serializers.SerializerMethodField()
     institution = serializers.CharField(source="institution.slug", default=None, read_only=True)
+    gpus = serializers.SerializerMethodField()
+    current_job = serializers.SerializerMethodField()
+    gpu_hours = serializers.SerializerMethodField()
+    cpu_hours = serializers.SerializerMethodField()
+    selftest = serializers.SerializerMethodField()
 
     class Meta:
         model = Worker
-        fields = ["id", "name", "institution", "pools", "capabilities", "enabled", "last_seen", "online"]
+        fields = ["id", "name", "institution", "pools", "capabilities", "enabled", "last_seen", "online", "gpus",
+                  "current_job", "gpu_hours", "cpu_hours", "selftest"]
         read_only_fields = fields
 
+    def _facts(self, worker: Worker) -> dict:
+        facts = self.context.setdefault("facts", {})
+        if worker.pk not in facts:
+            facts.update(services.worker_facts([worker]))
+        return facts[worker.pk]
+
     def get_online(self, worker: Worker) -> bool:
-        return worker.is_online()
+        return self._facts(worker)["online"]
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "name": {"type": "string"}, "memory_gb": {"type": "number"}}}})
+    def get_gpus(self, worker: Worker) -> list:
+        return self._facts(worker)["gpus"]
+
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "application": {"type": "string"},
+        "entrypoint": {"type": "string"}, "attempt": {"type": "integer"},
+        "started_at": {"type": "string", "format": "date-time"}}})
+    def get_current_job(self, worker: Worker) -> dict | None:
+        return self._facts(worker)["current_job"]
+
+    def get_gpu_hours(self, worker: Worker) -> float:
+        return self._facts(worker)["gpu_hours"]
+
+    def get_cpu_hours(self, worker: Worker) -> float:
+        return self._facts(worker)["cpu_hours"]
+
+    @extend_schema_field({"type": "object", "properties": {
+        "result": {"type": "string", "description": "passed | failed | queued | running | cancelled | none"},
+        "job": {"type": "string", "format": "uuid", "nullable": True},
+        "report": {"type": "object", "description": "verdict: passed, problems, hostname, gpus, gflops ..."}}})
+    def get_selftest(self, worker: Worker) -> dict:
+        return self._facts(worker)["selftest"]

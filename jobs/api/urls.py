@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from jobs.api import fleet, user, worker
+from jobs.api import fleet, usage, user, worker
 
 # No `.json` suffix routes: JSON is the only format, and @action methods do not take `format`.
 router = DefaultRouter(trailing_slash=True)
@@ -31,6 +31,7 @@ worker_urls = [
 
 urlpatterns = [
     path("applications/", user.ApplicationsView.as_view(), name="applications"),
+    path("usage/", usage.UsageView.as_view(), name="usage"),
     *worker_urls,
     *router.urls,
 ]

@@ -113,6 +113,8 @@ def portal(live_server, settings, broker, transactional_db):
     """The live portal with short leases, so recovery paths run in seconds."""
     settings.PUBLIC_URL = live_server.url
     settings.LOCUS_LEASE_SECONDS = 3
+    # Agents start with an empty queue; test_worker_selftest.py turns the selftest after enrollment on.
+    settings.LOCUS_SELFTEST_ON_ENROLL = False
     return live_server.url
 
 
@@ -134,16 +136,21 @@ def start_agent(portal, broker, processes, tmp_path):
 
     count = 0
 
-    def start(*, pull: bool = False, extra_env: dict[str, str] | None = None, grace: float = 3) -> Process:
+    def start(*, pull: bool = False, extra_env: dict[str, str] | None = None, grace: float = 3,
+              before_start: Callable[[str], object] | None = None, token: dict | None = None) -> Process:
+        """`before_start(name)` runs between enroll and start (the worker exists, its agent does not yet);
+        `token` holds EnrollmentToken fields (institution, pools)."""
         nonlocal count
         count += 1
         name = f"agent-{count}"
         config = tmp_path / f"{name}.json"
-        _, raw = EnrollmentToken.issue(None)
+        _, raw = EnrollmentToken.issue(None, **(token or {}))
         env = clean_env(LOCUS_LOG_LEVEL="INFO", **(extra_env or {}))
         subprocess.run([sys.executable, "-m", "workers", "enroll", "--portal", portal, "--enrollment-token", raw,
                         "--name", name, "--config", str(config)], cwd=ROOT, env=env, check=True,
                        capture_output=True, timeout=60)
+        if before_start is not None:
+            before_start(name)
         argv = [sys.executable, "-m", "workers", "start", "--config", str(config), "--scratch",
                 str(tmp_path / f"{name}-scratch"), "--grace", str(grace)]
         argv += ["--pull"] if pull else ["--broker", broker]

@@ -91,6 +91,7 @@ RULES: dict[str, Rule] = {
     # User API: objects of one owner (a foreign id is a 404), collections of one's own.
     "api-root": Rule("user-collection", ok(get=200)),
     "applications": Rule("user-collection", ok(get=200)),
+    "usage": Rule("user-collection", ok(get=200)),  # each sees their own (staff all); alice's ids never appear
     "dataset-list": Rule("user-collection", ok(get=200, post=201), body={"POST": {"name": "new"}}),
     "dataset-detail": Rule("user-object", ok(get=200, patch=200, delete=409), body={"PATCH": {"name": "renamed"}}),
     "dataset-files": Rule("user-object", ok(post=201), body={"POST": "upload"}),
@@ -134,6 +135,11 @@ RULES: dict[str, Rule] = {
     "healthz": Rule("html-public", ok(get=200)),
     "home": Rule("html-login", ok(get=200)),
     "job-detail-page": Rule("html-owner", ok(get=200)),
+    # Workers pages: staff and institution admins (owners of workers too); anyone else a 404.
+    "workers": Rule("html-fleet", ok(get=200)),
+    "worker-token-page": Rule("html-fleet", ok(post=400)),  # 400: the empty form again, with its errors
+    "worker-revoke-page": Rule("html-fleet", ok(post=302)),
+    "usage-page": Rule("html-login", ok(get=200)),
     "login": Rule("html-public", ok(get=200, post=200, put=200)),  # 200: the form again (wrong password)
     "logout": Rule("html-public", ok(post=302)),
     "password_reset": Rule("html-public", ok(get=200, post=200, put=200)),
@@ -204,6 +210,12 @@ def expected(rule: Rule, principal: str, verb: str) -> set[int]:
         if principal == "user":
             return rule.ok[verb]
         return {404} if principal in SESSIONS else {302}
+    if kind == "html-fleet":
+        if not allowed:
+            return {405, 302} if principal not in SESSIONS else {405}
+        if principal not in SESSIONS:
+            return {302}
+        return rule.ok[verb] if principal in ("staff", "inst_admin") else {404}
     if kind == "admin":  # staff may do anything the admin offers; the point is that nobody else may
         return set(range(200, 500)) if principal == "staff" else {302, 405}
     raise AssertionError(f"unknown rule kind {kind!r}")

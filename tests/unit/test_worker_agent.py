@@ -107,6 +107,13 @@ def stop_agent(proc: subprocess.Popen, tmp_path: Path) -> int:
         raise AssertionError((tmp_path / "agent.log").read_text()) from None
 
 
+@pytest.fixture(autouse=True)
+def _no_broker_url_in_env(monkeypatch):
+    """Celery prefers $CELERY_BROKER_URL (set by the test settings) to an app's own broker: without this the
+    portal double below would send to Redis instead of the filesystem broker the agent consumes."""
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+
+
 def portal_side_celery(broker: Path) -> Celery:
     """What the portal does: declared job queues on the same filesystem broker; sends only the job id."""
     (broker / "processed").mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,9 @@ def test_enrollment_token_is_one_time(db):
     client = APIClient()
     first = client.post("/api/v1/worker/enroll", {"enrollment_token": raw, "name": "pc", "capabilities": GPU16_CAPS},
                         format="json")
-    assert first.status_code == 201 and first.json()["queues"] == ["cpu", "gpu.8", "gpu.16"]
+    assert first.status_code == 201
+    # its own queue first (the pinned selftest), then the shared tiers its 16 GB card covers
+    assert first.json()["queues"] == [f"worker.{first.json()['worker_id']}", "cpu", "gpu.8", "gpu.16"]
     again = client.post("/api/v1/worker/enroll", {"enrollment_token": raw, "name": "pc2"}, format="json")
     assert again.status_code == 403
 
