@@ -85,13 +85,14 @@ WSGI_APPLICATION = "portal.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "portal" / "templates"],  # before the apps: our registration/ pages over the admin's
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.web.context.nav",
             ],
         },
     },
@@ -150,6 +151,11 @@ STORAGES = {
 # Upload limits enforced before bytes are accepted (design §2.1).
 LOCUS_MAX_FILE_BYTES = env.int("LOCUS_MAX_FILE_BYTES", default=50 * 1024**3)
 LOCUS_USER_QUOTA_BYTES = env.int("LOCUS_USER_QUOTA_BYTES", default=500 * 1024**3)
+# Resumable uploads (jobs/uploads.py): part files live here until complete; every portal process must
+# see the same folder (a shared volume when there are several).
+LOCUS_UPLOAD_DIR = Path(env.str("LOCUS_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
+LOCUS_UPLOAD_CHUNK_BYTES = env.int("LOCUS_UPLOAD_CHUNK_BYTES", default=8 * 1024**2)
+LOCUS_UPLOAD_EXPIRE_HOURS = env.int("LOCUS_UPLOAD_EXPIRE_HOURS", default=72)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
@@ -202,6 +208,7 @@ CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_ROUTES = {
     "jobs.tasks.send_job_email": {"queue": "notify"},
     "jobs.tasks.*": {"queue": "maintenance"},
+    "portal.accounts.tasks.*": {"queue": "notify"},
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-leases": {"task": "jobs.tasks.sweep_leases", "schedule": LOCUS_SWEEP_SECONDS,

@@ -8,15 +8,15 @@ from rest_framework.routers import SimpleRouter
 from jobs.api.urls import urlpatterns as api_urls
 from portal import views
 from portal.accounts.api import ApiTokenViewSet
+from portal.accounts.forms import LoginForm
 from portal.accounts.views import ThrottledLoginView
 
 tokens = SimpleRouter()  # no API root of its own: /api/v1/ already has one
 tokens.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("jobs/<uuid:job_id>/", views.job_detail, name="job-detail"),
-    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    path("", include("portal.web.urls")),
+    path("accounts/login/", ThrottledLoginView.as_view(authentication_form=LoginForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include(api_urls)),
     path("api/v1/", include(tokens.urls)),
