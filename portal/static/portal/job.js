@@ -97,7 +97,7 @@
   }
 
   function plot(title, lines) {
-    const W = 420, H = 200, L = 46, R = 10, T = 10, B = 28;
+    const W = 420, H = 206, L = 46, R = 10, T = 10, B = 36;
     const pts = lines.flatMap(([, p]) => p).filter(([, v]) => Number.isFinite(v));
     let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
     let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
@@ -116,9 +116,9 @@
     const ticks = Math.min(6, x1 - x0);
     for (let i = 0; i <= ticks; i++) {
       const x = Math.round(x0 + (x1 - x0) * i / ticks);
-      svg += `<text x="${sx(x)}" y="${H - 10}" text-anchor="middle" font-size="10" fill="#5d6b7a">${x}</text>`;
+      svg += `<text x="${sx(x)}" y="${H - 20}" text-anchor="middle" font-size="10" fill="#5d6b7a">${x}</text>`;
     }
-    svg += `<text x="${W - R}" y="${H - 1}" text-anchor="end" font-size="10" fill="#5d6b7a">epoch</text>`;
+    svg += `<text x="${(L + W - R) / 2}" y="${H - 3}" text-anchor="middle" font-size="10" fill="#5d6b7a">epoch</text>`;
     lines.forEach(([name, points], i) => {
       const c = COLORS[i % COLORS.length];
       const good = points.filter(([, v]) => Number.isFinite(v));
