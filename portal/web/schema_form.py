@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "p."
-_UNIT = re.compile(r"^(?P<label>.*?)\s*\((?P<unit>[^():]{1,16})\)\s*$")
+_UNIT = re.compile(r"^(?P<label>.*?)\s*\((?P<unit>[^():,]{1,16})\)\s*$")
 
 
 @dataclass
@@ -71,11 +71,13 @@ def _types(schema: dict[str, Any]) -> tuple[list[str], bool]:
 
 
 def _display(value: Any, kind: str) -> str:
+    if kind == "select":
+        return json.dumps(value)
     if value is None:
         return ""
     if kind == "list":
         return ", ".join(_num(v) if not isinstance(v, str) else v for v in value)
-    if kind in ("json", "select"):
+    if kind == "json":
         return json.dumps(value)
     return _num(value) if not isinstance(value, str) else value
 

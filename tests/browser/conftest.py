@@ -49,7 +49,7 @@ def browser():
 
 
 @pytest.fixture
-def new_page(browser, portal):
+def new_page(browser, portal):  # noqa: F811 - the imported fixture, requested by name
     """Pages in fresh browser contexts (one per user: cookies are not shared), closed after the test."""
     contexts = []
 

@@ -155,8 +155,7 @@ def test_sign_up_approve_upload_submit_watch_preview_download(new_page, portal, 
     shoot(page, "08-output-preview")
     with page.expect_download() as download_info:
         page.click("#download")
-    path = download_info.value.path()
-    body = open(path, "rb").read()
+    body = download_info.value.path().read_bytes()
     assert hashlib.sha256(body).hexdigest() == report.sha256
     assert json.loads(body)["matmul"]["matrix_size"] == 64
     page.go_back()
