@@ -120,10 +120,10 @@ def test_sign_up_approve_upload_submit_watch_preview_download(new_page, portal, 
     page.click("#submit-job")
     expect(page.locator("#param-matrix_size-error")).to_contain_text("less than the minimum of 16")
     expect(page.locator("[data-param=matrix_size]")).to_have_class("field has-error")
+    shoot(page, "05-new-job")
     assert not Job.objects.filter(owner__username="maria").exists()
     page.fill("#param-matrix_size", "64")
     page.fill("#param-duration_s", "3")
-    shoot(page, "05-new-job")
     page.click("#submit-job")
 
     # --- the job page updates itself until the job succeeds ------------------------------------------------------
