@@ -16,6 +16,7 @@ from typing import IO
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from jobs import services, states
@@ -36,11 +37,17 @@ def start(dataset: Dataset, name: str, size: int, sha256: str) -> tuple[Upload, 
         raise services.InvalidInput({"sha256": "64 hex characters required"})
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise services.InvalidInput({"size": "must be a non-negative integer"})
-    services.check_upload_allowed(dataset.owner, size)
     existing = Upload.objects.filter(dataset=dataset, owner=dataset.owner, name=name[:255], size=size, sha256=sha,
                                      file__isnull=True).first()
     if existing is not None:
         return existing, False
+    services.check_upload_allowed(dataset.owner, size)
+    # Bytes promised by unfinished uploads count against the quota too, or parts could exceed it.
+    promised = Upload.objects.filter(owner=dataset.owner, file__isnull=True).aggregate(total=Sum("size"))["total"]
+    left = services.quota_bytes(dataset.owner) - services.used_bytes(dataset.owner) - (promised or 0)
+    if size > left:
+        raise services.TooLarge(f"file is {size} bytes but only {max(left, 0)} bytes of your quota are left "
+                                "(unfinished uploads count): finish or delete them first")
     upload = Upload.objects.create(owner=dataset.owner, dataset=dataset, name=name[:255], size=size, sha256=sha)
     part_path(upload).parent.mkdir(parents=True, exist_ok=True)
     part_path(upload).touch()

@@ -123,7 +123,7 @@ def test_sign_up_approve_upload_submit_watch_preview_download(new_page, portal, 
     shoot(page, "05-new-job")
     assert not Job.objects.filter(owner__username="maria").exists()
     page.fill("#param-matrix_size", "64")
-    page.fill("#param-duration_s", "3")
+    page.fill("#param-duration_s", "5")
     page.click("#submit-job")
 
     # --- the job page updates itself until the job succeeds ------------------------------------------------------
@@ -132,6 +132,7 @@ def test_sign_up_approve_upload_submit_watch_preview_download(new_page, portal, 
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     page.evaluate(WATCH)
     expect(page.locator("#job-status")).to_have_text("running", timeout=60_000)
+    expect(page.locator("#job-log")).to_contain_text('"stage": "busy"')
     shoot(page, "06-job-running")
     expect(page.locator("#job-status")).to_have_text("succeeded", timeout=90_000)
     expect(page.locator("#job-log")).to_contain_text("GFLOP/s")

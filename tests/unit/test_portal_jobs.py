@@ -192,3 +192,17 @@ def test_every_registry_form_posts_its_defaults_back_as_valid_params(browser):
         page = browser.get(f"/jobs/new/?application={entry.application}&version={entry.version}"
                            f"&entrypoint={entry.name}")
         assert page.status_code == 200, entry.key
+
+
+def test_staff_cancel_and_requeue_any_job_from_the_admin_with_an_audit_event(user, staff):
+    job, _ = services.submit(user, application="diagnostics", entrypoint="selftest", params={"repeats": 2})
+    admin = Client()
+    admin.force_login(staff)
+    admin.post("/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.pk)]})
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.events.filter(kind="admin", message__contains="root").exists()
+    admin.post("/admin/jobs/job/", {"action": "requeue_jobs", "_selected_action": [str(job.pk)]})
+    again = Job.objects.exclude(pk=job.pk).get()
+    assert again.owner == user and again.status == "queued" and again.params == job.params
+    assert again.events.filter(kind="admin", message__contains=str(job.pk)).exists()
+    assert admin.get("/admin/admin/logentry/").status_code == 200

@@ -104,6 +104,15 @@
     }
   }
 
+  document.querySelectorAll("[data-discard]").forEach((button) => button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await fetch(`/api/v1/uploads/${button.dataset.discard}/`, { method: "DELETE", credentials: "same-origin",
+                                                                  headers: { "X-CSRFToken": Locus.csrf() } });
+      button.closest("li").remove();
+    } catch (err) { button.disabled = false; }
+  }));
+
   input.addEventListener("change", () => { sendAll(Array.from(input.files)); input.value = ""; });
   const zone = document.getElementById("dropzone");
   if (zone) {
