@@ -282,6 +282,8 @@ X_FRAME_OPTIONS = "DENY"
 LOCUS_LOGIN_MAX_FAILURES = env.int("LOCUS_LOGIN_MAX_FAILURES", default=10)
 LOCUS_LOGIN_MAX_FAILURES_PER_IP = env.int("LOCUS_LOGIN_MAX_FAILURES_PER_IP", default=50)
 LOCUS_LOGIN_LOCKOUT_SECONDS = env.int("LOCUS_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# Sign-ups per client address and hour (each one emails the approvers).
+LOCUS_SIGNUP_MAX_PER_HOUR = env.int("LOCUS_SIGNUP_MAX_PER_HOUR", default=20)
 # Queued + running jobs one user may have at once; submit answers 429 beyond it.
 LOCUS_MAX_ACTIVE_JOBS = env.int("LOCUS_MAX_ACTIVE_JOBS", default=200)
 

@@ -3,9 +3,11 @@ approval queue for staff and institution admins. Rules live in `portal.accounts.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -16,12 +18,27 @@ from jobs.models import Institution, Membership
 from portal.accounts import services
 from portal.accounts.forms import ProfileForm, SignUpForm
 from portal.accounts.models import ApiToken
+from portal.accounts.views import client_address
+
+
+def _signup_budget_spent(request) -> bool:
+    """At most LOCUS_SIGNUP_MAX_PER_HOUR sign-ups from one address an hour: each one emails the approvers."""
+    key = f"locus:signup:ip:{client_address(request)}"
+    if cache.add(key, 1, timeout=3600):
+        return False
+    try:
+        return cache.incr(key) > settings.LOCUS_SIGNUP_MAX_PER_HOUR
+    except ValueError:  # expired between add() and incr()
+        return not cache.add(key, 1, timeout=3600)
 
 
 @require_http_methods(["GET", "POST"])
 def signup(request):
     form = SignUpForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
+        if _signup_budget_spent(request):
+            form.add_error(None, "Too many sign-ups from your network in the last hour; try again later.")
+            return render(request, "portal/accounts/signup.html", {"form": form}, status=429)
         data = form.cleaned_data
         user = services.sign_up(username=data["username"], email=data["email"], password=data["password1"],
                                 institution=data["institution"], note=data["note"],

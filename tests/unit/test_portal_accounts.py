@@ -173,3 +173,12 @@ def test_a_token_is_shown_once_and_revoked_from_the_page(user, api):
     assert Client().get("/api/v1/jobs/", HTTP_AUTHORIZATION=f"Token {raw}").status_code == 200
     client.post(f"/account/tokens/{token.pk}/revoke/")
     assert Client().get("/api/v1/jobs/", HTTP_AUTHORIZATION=f"Token {raw}").status_code == 401
+
+
+def test_sign_ups_from_one_address_are_limited(db, settings):
+    settings.LOCUS_SIGNUP_MAX_PER_HOUR = 2
+    assert sign_up(Client(), username="a1").status_code == 200
+    assert sign_up(Client(), username="a2").status_code == 200
+    refused = sign_up(Client(), username="a3")
+    assert refused.status_code == 429 and b"Too many sign-ups" in refused.content
+    assert not get_user_model().objects.filter(username="a3").exists()
