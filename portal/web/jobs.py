@@ -59,7 +59,9 @@ def job_list(request):
 def job_list_live(request):
     """The rows of the jobs list as JSON, polled by the page (same filters as the page)."""
     jobs, _, _ = _filtered_jobs(request)
-    return JsonResponse({"jobs": [job_row(job) for job in jobs]})
+    rows = [(job, job_row(job)) for job in jobs]
+    html = "".join(render_to_string("portal/jobs/_row.html", {"job": job, "row": row}) for job, row in rows)
+    return JsonResponse({"jobs": [row for _, row in rows], "rows_html": html})
 
 
 def _own_job(request, job_id) -> Job:

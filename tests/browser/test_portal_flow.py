@@ -166,6 +166,15 @@ def test_sign_up_approve_upload_submit_watch_preview_download(new_page, portal, 
 
     page.click("nav >> text=Jobs")
     expect(page.locator(f"#jobs-table tr[data-job='{job.pk}'] [data-field=status]")).to_have_text("succeeded")
+    # A job that no online worker can take appears in the list, with its queue position and the reason it
+    # waits (the sweeper's verdict), without a reload.
+    navigations.clear()
+    waiting, _ = services.submit(job.owner, application="decode-plex", entrypoint="train")
+    row = page.locator(f"#jobs-table tr[data-job='{waiting.pk}']")
+    expect(row).to_contain_text("no online worker with ≥ 16 GB GPU memory", timeout=30_000)
+    expect(row.locator("[data-field=status]")).to_have_text("queued")
+    expect(row.locator("[data-field=queue]")).to_contain_text("#1 on gpu.16")
+    assert navigations == []
     shoot(page, "09-jobs")
     assert Dataset.objects.filter(owner__username="maria").count() == 1
 

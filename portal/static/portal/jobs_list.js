@@ -5,6 +5,11 @@
   if (!table) return;
   Locus.poll(async () => {
     const body = await Locus.fetchJSON(table.dataset.live);
+    const shown = Array.from(table.querySelectorAll("tbody tr[data-job]"), (tr) => tr.dataset.job).join();
+    if (body.jobs.length && shown !== body.jobs.map((j) => j.id).join()) {
+      table.querySelector("tbody").innerHTML = body.rows_html; // jobs came or went: take the server's rows
+      return true;
+    }
     for (const job of body.jobs) {
       const tr = table.querySelector(`tr[data-job="${job.id}"]`);
       if (!tr) continue;
