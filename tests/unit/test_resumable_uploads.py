@@ -111,3 +111,12 @@ def test_abandoned_uploads_expire_with_their_part_files(api, dataset):
     Upload.objects.filter(pk=upload.pk).update(updated_at=timezone.now() - timedelta(days=30))
     assert uploads.expire_stale() == 1
     assert not part.exists() and not Upload.objects.exists()
+
+
+def test_deleting_the_dataset_removes_its_unfinished_uploads(api, dataset, django_capture_on_commit_callbacks):
+    data = os.urandom(CHUNK)
+    upload = Upload.objects.get(pk=start(api, dataset, data + data).json()["id"])
+    put(api, upload.pk, 0, data)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(f"/api/v1/datasets/{dataset.pk}/").status_code == 204
+    assert not Upload.objects.exists() and not uploads.part_path(upload).exists()
