@@ -62,6 +62,33 @@ def test_an_upload_resumes_from_the_servers_offset_after_a_drop_and_a_reload(new
     assert upload.file == stored
 
 
+def test_an_upload_carries_on_by_itself_when_the_connection_comes_back(new_page, portal, settings, user, tmp_path):
+    settings.LOCUS_UPLOAD_CHUNK_BYTES = CHUNK
+    dataset = Dataset.objects.create(owner=user, name="flaky network")
+    data = os.urandom(6 * CHUNK + 7)
+    path = tmp_path / "frames.tif"
+    path.write_bytes(data)
+    page = new_page()
+    log_in(page, "alice", "pw-alice")
+    page.goto(f"/datasets/{dataset.pk}/")
+    seen = []
+
+    def drop_two(route):  # the 2nd and 3rd chunk requests are lost on the way
+        seen.append(route.request.url)
+        if len(seen) in (2, 3):
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/uploads/*/chunk/*", drop_two)
+    page.set_input_files("#upload-input", str(path))
+    item = page.locator("#upload-list li[data-name='frames.tif']")
+    expect(item.locator(".state")).to_have_text("stored, checksum verified", timeout=60_000)
+    offsets = [int(url.rsplit("offset=", 1)[1]) for url in seen]
+    assert offsets[:4] == [0, CHUNK, CHUNK, CHUNK]  # the lost chunk is sent again, from the server's offset
+    assert File.objects.get(dataset=dataset).sha256 == hashlib.sha256(data).hexdigest()
+
+
 def test_training_metrics_are_plotted_per_epoch_from_the_progress_stream(new_page, portal, user, worker):
     job, _ = services.submit(user, application="diagnostics", entrypoint="selftest")
     attempt = states.claim(job.pk, worker.worker)
