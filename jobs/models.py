@@ -300,7 +300,7 @@ class Upload(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="uploads")
     name = models.CharField(max_length=255)
     size = models.BigIntegerField()
-    sha256 = models.CharField(max_length=64)
+    sha256 = models.CharField(max_length=64, blank=True)  # declared at start or, at the latest, at completion
     received = models.BigIntegerField(default=0)
     file = models.ForeignKey(File, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,5 +1,6 @@
 """Resumable uploads: a file of any size arrives in chunks, survives a page reload or a dropped connection,
-and becomes a `File` only once its size and sha256 match what the client declared.
+and becomes a `File` only once its size and sha256 match what the client declared (at the start, or at
+completion by a client that hashes while it sends).
 
 The client asks where to continue (`received`), sends the bytes from there, and finally asks to complete.
 Chunks are appended to a part file under LOCUS_UPLOAD_DIR (a volume every portal process shares); on
@@ -29,17 +30,28 @@ def part_path(upload: Upload) -> Path:
     return Path(settings.LOCUS_UPLOAD_DIR) / f"{upload.pk}.part"
 
 
-def start(dataset: Dataset, name: str, size: int, sha256: str) -> tuple[Upload, bool]:
-    """A new upload, or the unfinished one of the same file (name, size, sha256) in this dataset: a client
-    that lost its state (another browser, a cleared cache) still resumes instead of starting over."""
+def _clean_sha(sha256: str | None) -> str:
     sha = (sha256 or "").lower()
-    if len(sha) != 64 or not set(sha) <= _HEX:
+    if sha and (len(sha) != 64 or not set(sha) <= _HEX):
         raise services.InvalidInput({"sha256": "64 hex characters required"})
+    return sha
+
+
+def start(dataset: Dataset, name: str, size: int, sha256: str | None = None) -> tuple[Upload, bool]:
+    """A new upload, or the unfinished one of the same file in this dataset: a client that lost its state (a
+    reload, another browser) resumes instead of starting over. The same file is the same name and size, and the
+    same sha256 when both sides know it; the checksum may also come only at completion, so that a browser can
+    hash while it sends. A wrong guess costs nothing: completion verifies every byte."""
+    sha = _clean_sha(sha256)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise services.InvalidInput({"size": "must be a non-negative integer"})
-    existing = Upload.objects.filter(dataset=dataset, owner=dataset.owner, name=name[:255], size=size, sha256=sha,
-                                     file__isnull=True).first()
+    candidates = Upload.objects.filter(dataset=dataset, owner=dataset.owner, name=name[:255], size=size,
+                                       file__isnull=True).order_by("-received")
+    existing = next((u for u in candidates if not sha or not u.sha256 or u.sha256 == sha), None)
     if existing is not None:
+        if sha and not existing.sha256:
+            Upload.objects.filter(pk=existing.pk).update(sha256=sha)
+            existing.sha256 = sha
         return existing, False
     services.check_upload_allowed(dataset.owner, size)
     # Bytes promised by unfinished uploads count against the quota too, or parts could exceed it.
@@ -89,14 +101,20 @@ def write_chunk(upload: Upload, offset: int, stream: IO[bytes], length: int) -> 
     return current
 
 
-def complete(upload: Upload) -> File:
+def complete(upload: Upload, sha256: str | None = None) -> File:
     """Verify all bytes arrived and hash to the declared sha256 (one pass, while they go into storage),
     then record them as a File of the dataset. Bytes that hash otherwise are discarded: start over."""
+    sha = _clean_sha(sha256)
     mismatch: services.InvalidInput | None = None
     with transaction.atomic():
         current = Upload.objects.select_for_update().get(pk=upload.pk)
         if current.file_id:
             return current.file
+        if sha and current.sha256 and sha != current.sha256:
+            raise services.InvalidInput({"sha256": f"declared {current.sha256} at the start, now {sha}"})
+        current.sha256 = current.sha256 or sha
+        if not current.sha256:
+            raise services.InvalidInput({"sha256": "the file's sha256 is needed to verify the upload"})
         if current.received != current.size:
             raise services.InvalidInput({"upload": f"only {current.received} of {current.size} bytes arrived"})
         path = part_path(current)

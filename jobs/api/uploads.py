@@ -1,9 +1,11 @@
 """Resumable uploads over the API (the browser's upload widget uses these too):
 
-    POST /api/v1/datasets/<id>/uploads/    {name, size, sha256}  → {id, received, chunk_bytes, ...}
+    POST /api/v1/datasets/<id>/uploads/    {name, size, sha256?} → {id, received, chunk_bytes, ...}
     GET  /api/v1/uploads/<id>/                                    → where to continue (`received`)
     PUT  /api/v1/uploads/<id>/chunk/?offset=N   raw bytes         → the new `received` (409 if N is stale)
-    POST /api/v1/uploads/<id>/complete/                          → the verified File
+    POST /api/v1/uploads/<id>/complete/    {sha256?}             → the verified File
+
+The sha256 is declared at the start or at completion (a browser hashes while it sends).
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ class UploadSerializer(serializers.ModelSerializer):
 class StartUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=1000)
     size = serializers.IntegerField(min_value=0)
-    sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", error_messages={"invalid": "64 hex characters"})
+    sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False,
+                                    error_messages={"invalid": "64 hex characters"})
+
+
+class CompleteUploadSerializer(serializers.Serializer):
+    sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False,
+                                    error_messages={"invalid": "64 hex characters"})
 
 
 class RawBytesParser(BaseParser):
@@ -77,11 +85,14 @@ class UploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewset
         upload = uploads.write_chunk(upload, offset, request._request, length)
         return Response(UploadSerializer(upload).data)
 
-    @extend_schema(request=None, responses={200: FileSerializer})
+    @extend_schema(request=CompleteUploadSerializer, responses={200: FileSerializer})
     @action(detail=True, methods=["post"])
     def complete(self, request, pk=None):
         """Check that every byte arrived and hashes to the declared sha256; the upload becomes a File."""
-        return Response(FileSerializer(uploads.complete(self.get_object())).data)
+        upload = self.get_object()
+        serializer = CompleteUploadSerializer(data=request.data if isinstance(request.data, dict) else {})
+        serializer.is_valid(raise_exception=True)
+        return Response(FileSerializer(uploads.complete(upload, serializer.validated_data.get("sha256"))).data)
 
 
 def start_upload(request, dataset) -> Response:

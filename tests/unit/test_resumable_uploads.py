@@ -120,3 +120,26 @@ def test_deleting_the_dataset_removes_its_unfinished_uploads(api, dataset, djang
     with django_capture_on_commit_callbacks(execute=True):
         assert api.delete(f"/api/v1/datasets/{dataset.pk}/").status_code == 204
     assert not Upload.objects.exists() and not uploads.part_path(upload).exists()
+
+
+def test_the_checksum_may_come_at_completion_from_a_client_that_hashes_while_it_sends(api, dataset):
+    data = os.urandom(2 * CHUNK)
+    upload = api.post(f"/api/v1/datasets/{dataset.pk}/uploads/", {"name": "m.tif", "size": len(data)},
+                      format="json").json()
+    put(api, upload["id"], 0, data[:CHUNK])
+    again = api.post(f"/api/v1/datasets/{dataset.pk}/uploads/", {"name": "m.tif", "size": len(data)}, format="json")
+    assert again.json()["id"] == upload["id"] and again.json()["received"] == CHUNK  # after a reload
+    put(api, upload["id"], CHUNK, data[CHUNK:])
+    missing = api.post(f"/api/v1/uploads/{upload['id']}/complete/", {}, format="json")
+    assert missing.status_code == 400 and "sha256" in missing.json()["error"]["fields"]
+    done = api.post(f"/api/v1/uploads/{upload['id']}/complete/", {"sha256": sha256(data)}, format="json")
+    assert done.status_code == 200 and done.json()["sha256"] == sha256(data)
+
+
+def test_a_checksum_at_completion_must_match_the_one_declared_at_the_start(api, dataset):
+    data = os.urandom(CHUNK)
+    upload = start(api, dataset, data).json()
+    put(api, upload["id"], 0, data)
+    other = api.post(f"/api/v1/uploads/{upload['id']}/complete/", {"sha256": sha256(b"x")}, format="json")
+    assert other.status_code == 400 and "declared" in other.json()["error"]["message"]
+    assert not File.objects.exists()

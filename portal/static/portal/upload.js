@@ -1,6 +1,6 @@
 /* Resumable chunked uploads into a dataset (API: /api/v1/datasets/<id>/uploads/, /api/v1/uploads/<id>/).
-   The file is hashed here (sha256), the server says how many bytes it already has (after a reload, the same
-   file finds its unfinished upload), chunks continue from there, and the server verifies the checksum. */
+   The server says how many bytes it already has (after a reload, the same file finds its unfinished upload),
+   chunks continue from there, the file is hashed here (sha256) as it goes, and the server verifies it. */
 (function () {
   "use strict";
   const input = document.getElementById("upload-input");
@@ -50,35 +50,65 @@
     });
   }
 
-  async function send(file, ui) {
-    ui.state("computing checksum…");
-    const sha = await LocusSha256.sha256File(file, (f) => ui.state(`computing checksum… ${Math.round(f * 100)} %`));
-    ui.sha("sha256 " + sha);
+  /* Hash the file in order while its chunks travel: the chunk after the one in flight is hashed meanwhile, so
+     a big file costs about one pass, not a hashing pass and then an upload pass. */
+  async function send(file, ui, fresh) {
+    ui.state("starting…");
     let upload = await Locus.fetchJSON(`/api/v1/datasets/${dataset}/uploads/`, {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name: file.name, size: file.size, sha256: sha }),
+      body: JSON.stringify({ name: file.name, size: file.size }),
     });
-    if (upload.received > 0) ui.state(`resuming at ${Locus.bytes(upload.received)}`);
+    const resumed = upload.received > 0;
     const chunk = upload.chunk_bytes;
+    const sha = new LocusSha256.Sha256();
+    let hashed = 0;
+    async function hashUpTo(limit) {
+      while (hashed < limit) {
+        const end = Math.min(limit, hashed + 4 * 1024 * 1024);
+        sha.update(new Uint8Array(await file.slice(hashed, end).arrayBuffer()));
+        hashed = end;
+      }
+    }
+    if (resumed) {
+      ui.state(`resuming at ${Locus.bytes(upload.received)} (checking the part already sent)`);
+      await hashUpTo(upload.received);
+    }
     let failures = 0;
     ui.progress(file.size ? upload.received / file.size : 0);
     while (upload.received < file.size) {
       const start = upload.received, end = Math.min(start + chunk, file.size);
       if (!failures) ui.state(`uploading ${Locus.bytes(start)} of ${Locus.bytes(file.size)}`);
+      const sending = putChunk(upload, file.slice(start, end), start, (loaded) => ui.progress((start + loaded) / file.size));
+      const hashing = hashUpTo(Math.min(file.size, end + chunk));
       try {
-        upload = await putChunk(upload, file.slice(start, end), start, (loaded) => ui.progress((start + loaded) / file.size));
+        upload = await sending;
         failures = 0;
         ui.progress(upload.received / file.size);
       } catch (err) {
+        await hashing;
         if (err.status && err.status !== 409 && err.status < 500) throw err;
         failures++;
         ui.state(`connection problem (${err.message}); retrying…`, "error");
         await sleep(Math.min(15000, 500 * 2 ** Math.min(failures, 5)));
         try { upload = await Locus.fetchJSON(`/api/v1/uploads/${upload.id}/`); } catch (e) { /* next round */ }
+        continue;
       }
+      await hashing;
     }
+    await hashUpTo(file.size);
+    const digest = sha.hex();
+    ui.sha("sha256 " + digest);
     ui.state("verifying checksum…");
-    const stored = await Locus.fetchJSON(`/api/v1/uploads/${upload.id}/complete/`, { method: "POST" });
+    let stored;
+    try {
+      stored = await Locus.fetchJSON(`/api/v1/uploads/${upload.id}/complete/`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ sha256: digest }),
+      });
+    } catch (err) {
+      // An unfinished upload of another file with the same name and size was continued: start afresh once.
+      if (resumed && !fresh && err.status === 400) return send(file, ui, true);
+      throw err;
+    }
     ui.progress(1);
     ui.state("stored, checksum verified", "done");
     ui.sha("sha256 " + stored.sha256);
