@@ -302,3 +302,32 @@ class LogChunk(models.Model):
     class Meta:
         ordering = ["offset"]
         indexes = [models.Index(fields=["job", "offset"])]
+
+
+class Upload(models.Model):
+    """A resumable browser/client upload under way: bytes arrive in chunks at `received`, kept in a part
+    file on the portal's upload folder; `complete` verifies size + sha256 and turns it into a `File`.
+
+    Written only by `jobs.uploads`; the part file is removed when the upload completes or is abandoned.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="uploads")
+    name = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, blank=True)  # declared at start or, at the latest, at completion
+    received = models.BigIntegerField(default=0)
+    file = models.ForeignKey(File, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.received}/{self.size} bytes)"
+
+    @property
+    def is_complete(self) -> bool:
+        return self.file_id is not None

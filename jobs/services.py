@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Case, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
@@ -78,13 +79,19 @@ def used_bytes(user) -> int:
     return File.objects.filter(owner=user).aggregate(total=Sum("size"))["total"] or 0
 
 
+def quota_bytes(user) -> int:
+    """The user's storage quota: set per user by an admin (profile), else the site default."""
+    own = getattr(getattr(user, "profile", None), "quota_bytes", None)
+    return own if own is not None else settings.LOCUS_USER_QUOTA_BYTES
+
+
 def check_upload_allowed(user, size: int | None) -> None:
     """Refuse before any byte is stored: over the per-file maximum or the user's quota → 413."""
     if size is None:
         return
     if size > settings.LOCUS_MAX_FILE_BYTES:
         raise TooLarge(f"file is {size} bytes; the maximum is {settings.LOCUS_MAX_FILE_BYTES} bytes")
-    left = settings.LOCUS_USER_QUOTA_BYTES - used_bytes(user)
+    left = quota_bytes(user) - used_bytes(user)
     if size > left:
         raise TooLarge(f"file is {size} bytes but only {max(left, 0)} bytes of your quota are left")
 
@@ -93,7 +100,7 @@ def add_file(dataset: Dataset, name: str, stream: IO[bytes], size_hint: int | No
              content_type: str = "application/octet-stream", expected_sha256: str | None = None) -> File:
     """Store an upload under a server-made key and record its size and sha256."""
     check_upload_allowed(dataset.owner, size_hint)
-    limit = min(settings.LOCUS_MAX_FILE_BYTES, settings.LOCUS_USER_QUOTA_BYTES - used_bytes(dataset.owner))
+    limit = min(settings.LOCUS_MAX_FILE_BYTES, quota_bytes(dataset.owner) - used_bytes(dataset.owner))
     key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
     try:
         key, size, sha = storage.save_stream(key, stream, limit=limit)
@@ -155,10 +162,15 @@ def delete_dataset(dataset: Dataset) -> None:
     busy = Job.objects.filter(inputs__dataset=dataset, status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
     if busy.exists():
         raise states.Conflict("a queued or running job uses this dataset")
+    from jobs.uploads import part_path  # uploads builds on this module
+
     keys = list(dataset.files.values_list("key", flat=True))
+    parts = [part_path(u) for u in dataset.uploads.all()]  # unfinished uploads go with their dataset
     dataset.delete()
     for key in keys:
         transaction.on_commit(lambda k=key: storage.delete(k))
+    for part in parts:
+        transaction.on_commit(lambda p=part: p.unlink(missing_ok=True))
 
 
 # --- submit --------------------------------------------------------------------------------------------
@@ -227,7 +239,8 @@ def _check_active_jobs(user) -> None:
     The user's row is locked first so that concurrent submissions count one after the other.
     """
     limit = settings.LOCUS_MAX_ACTIVE_JOBS
-    type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    # get_user_model(), not type(user): a view's request.user is a lazy wrapper.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
     active = Job.objects.filter(owner=user, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count()
     if active >= limit:
         raise QuotaExceeded(f"you have {active} queued or running jobs; the limit is {limit} "

@@ -10,7 +10,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from jobs import services
+from jobs import services, uploads
 from jobs.models import Job, JobEvent
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ def send_job_email(self, job_id: str, event_id: int | None = None) -> bool:
 
 @shared_task(name="jobs.tasks.sweep_leases")
 def sweep_leases() -> dict[str, int]:
-    """Expire leases, requeue or fail their jobs, flag unschedulable jobs, re-send stale messages."""
-    result = services.sweep()
+    """Expire leases, requeue or fail their jobs, flag unschedulable jobs, re-send stale messages, drop
+    abandoned uploads."""
+    result = {**services.sweep(), "uploads_expired": uploads.expire_stale()}
     if any(result.values()):
         log.info("sweep: %s", result)
     return result

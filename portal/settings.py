@@ -88,14 +88,14 @@ WSGI_APPLICATION = "portal.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "portal" / "templates"],  # before the apps: our registration/ pages over the admin's
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "portal.web.workers.nav",
+                "portal.web.context.nav",
             ],
         },
     },
@@ -160,6 +160,11 @@ WHITENOISE_USE_FINDERS = True
 # Upload limits enforced before bytes are accepted (design §2.1).
 LOCUS_MAX_FILE_BYTES = env.int("LOCUS_MAX_FILE_BYTES", default=50 * 1024**3)
 LOCUS_USER_QUOTA_BYTES = env.int("LOCUS_USER_QUOTA_BYTES", default=500 * 1024**3)
+# Resumable uploads (jobs/uploads.py): part files live here until complete; every portal process must
+# see the same folder (a shared volume when there are several).
+LOCUS_UPLOAD_DIR = Path(env.str("LOCUS_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
+LOCUS_UPLOAD_CHUNK_BYTES = env.int("LOCUS_UPLOAD_CHUNK_BYTES", default=8 * 1024**2)
+LOCUS_UPLOAD_EXPIRE_HOURS = env.int("LOCUS_UPLOAD_EXPIRE_HOURS", default=72)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
@@ -216,6 +221,7 @@ CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_ROUTES = {
     "jobs.tasks.send_job_email": {"queue": "notify"},
     "jobs.tasks.*": {"queue": "maintenance"},
+    "portal.accounts.tasks.*": {"queue": "notify"},
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-leases": {"task": "jobs.tasks.sweep_leases", "schedule": LOCUS_SWEEP_SECONDS,
@@ -289,6 +295,8 @@ X_FRAME_OPTIONS = "DENY"
 LOCUS_LOGIN_MAX_FAILURES = env.int("LOCUS_LOGIN_MAX_FAILURES", default=10)
 LOCUS_LOGIN_MAX_FAILURES_PER_IP = env.int("LOCUS_LOGIN_MAX_FAILURES_PER_IP", default=50)
 LOCUS_LOGIN_LOCKOUT_SECONDS = env.int("LOCUS_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# Sign-ups per client address and hour (each one emails the approvers).
+LOCUS_SIGNUP_MAX_PER_HOUR = env.int("LOCUS_SIGNUP_MAX_PER_HOUR", default=20)
 # Queued + running jobs one user may have at once; submit answers 429 beyond it.
 LOCUS_MAX_ACTIVE_JOBS = env.int("LOCUS_MAX_ACTIVE_JOBS", default=200)
 

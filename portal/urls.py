@@ -8,20 +8,15 @@ from rest_framework.routers import SimpleRouter
 from jobs.api.urls import urlpatterns as api_urls
 from portal import views
 from portal.accounts.api import ApiTokenViewSet
+from portal.accounts.forms import LoginForm
 from portal.accounts.views import ThrottledLoginView
-from portal.web import workers as worker_pages
 
 tokens = SimpleRouter()  # no API root of its own: /api/v1/ already has one
 tokens.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("jobs/<uuid:job_id>/", views.job_detail, name="job-detail"),
-    path("workers/", worker_pages.worker_list, name="workers"),
-    path("workers/enrollment-tokens/", worker_pages.create_enrollment_token, name="worker-token-page"),
-    path("workers/<uuid:pk>/revoke/", worker_pages.revoke, name="worker-revoke-page"),
-    path("usage/", worker_pages.usage_page, name="usage-page"),
-    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    path("", include("portal.web.urls")),
+    path("accounts/login/", ThrottledLoginView.as_view(authentication_form=LoginForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include(api_urls)),
     path("api/v1/", include(tokens.urls)),

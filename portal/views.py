@@ -1,32 +1,13 @@
-"""The browser pages of the spine: job list and job page (the full portal grows on these)."""
+"""Site-wide views: health check and the error handlers (JSON under /api/, pages elsewhere).
+
+The browser pages live in `portal.web`."""
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, render
 from django.views import defaults
 from django.views.decorators.http import require_GET
-
-from jobs import services
-from jobs.models import Job
-
-
-@require_GET
-@login_required
-def home(request):
-    jobs = Job.objects.filter(owner=request.user).order_by("-created_at")[:100]
-    return render(request, "portal/home.html", {"jobs": jobs})
-
-
-@require_GET
-@login_required
-def job_detail(request, job_id):
-    job = get_object_or_404(Job.objects.prefetch_related("attempts__worker", "events", "outputs"),
-                            pk=job_id, owner=request.user)
-    log = services.read_log(job, max(0, job.log_size - 64 * 1024), 64 * 1024)["text"]
-    return render(request, "portal/job_detail.html", {"job": job, "log": log})
 
 
 @require_GET

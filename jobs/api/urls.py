@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from jobs.api import fleet, usage, user, worker
+from jobs.api import fleet, uploads, usage, user, worker
 
 # No `.json` suffix routes: JSON is the only format, and @action methods do not take `format`.
 router = DefaultRouter(trailing_slash=True)
@@ -11,6 +11,7 @@ router.include_format_suffixes = False
 router.register("datasets", user.DatasetViewSet, basename="dataset")
 router.register("files", user.FileViewSet, basename="file")
 router.register("jobs", user.JobViewSet, basename="job")
+router.register("uploads", uploads.UploadViewSet, basename="upload")
 router.register("workers", fleet.WorkerViewSet, basename="worker")
 router.register("enrollment-tokens", fleet.EnrollmentTokenViewSet, basename="enrollment-token")
 

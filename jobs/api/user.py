@@ -26,6 +26,7 @@ from jobs.api.serializers import (
     JobListSerializer,
     JobSerializer,
 )
+from jobs.api.uploads import StartUploadSerializer, UploadSerializer, start_upload
 from jobs.models import Dataset, File, Job
 from jobs.registry import get_registry
 
@@ -75,6 +76,12 @@ class DatasetViewSet(viewsets.ModelViewSet):
                                  content_type=upload.content_type or "application/octet-stream",
                                  expected_sha256=request.data.get("sha256") or None)
         return Response(FileSerializer(file).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=StartUploadSerializer, responses={201: UploadSerializer, 200: UploadSerializer})
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser])
+    def uploads(self, request, pk=None):
+        """Start (or find again) a resumable chunked upload of one file into this dataset."""
+        return start_upload(request, self.get_object())
 
     @extend_schema(request=PresignedUploadSerializer, responses={201: {"type": "object"}})
     @action(detail=True, methods=["post"], url_path="presigned-uploads", parser_classes=[JSONParser])

@@ -6,14 +6,30 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from jobs.models import Job, hash_token, new_token
+from jobs.models import Institution, Job, hash_token, new_token
 
 
 class Profile(models.Model):
-    """Per-user preferences; `notify` is the default notification choice for new jobs."""
+    """Per-user preferences and the sign-up record. `notify` is the default notification choice for new jobs.
+
+    A self-registered account starts inactive (`user.is_active` False, `approved_at` empty) until staff or
+    an admin of `requested_institution` approves it (`portal.accounts.services.approve`).
+    """
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     notify = models.CharField(max_length=10, choices=Job.Notify.choices, default=Job.Notify.ALWAYS)
+    requested_institution = models.ForeignKey(Institution, null=True, blank=True, on_delete=models.SET_NULL,
+                                              related_name="+")
+    signup_note = models.CharField(max_length=500, blank=True)
+    quota_bytes = models.BigIntegerField(null=True, blank=True,
+                                         help_text="Storage quota in bytes; empty: the site default (LOCUS_USER_QUOTA_BYTES)")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+
+    @property
+    def is_pending(self) -> bool:
+        return not self.user.is_active and self.approved_at is None
 
 
 class ApiToken(models.Model):

@@ -118,9 +118,6 @@ def usage_page(request):
     return render(request, "portal/workers/usage.html", {"report": report})
 
 
-def nav(request) -> dict[str, bool]:
-    """Context processor: whether the nav shows the Workers link (staff, institution admins, owners)."""
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return {"shows_workers": False}
-    return {"shows_workers": _can_enroll(user) or services.managed_workers(user).exists()}
+def shows_workers(user) -> bool:
+    """Whether the nav shows the Workers link: staff, institution admins, owners of workers."""
+    return _can_enroll(user) or services.managed_workers(user).exists()

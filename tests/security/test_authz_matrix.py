@@ -108,6 +108,11 @@ RULES: dict[str, Rule] = {
     "job-logs": Rule("user-object", ok(get=200)),
     "job-outputs": Rule("user-object", ok(get=200)),
     "job-bundle": Rule("user-object", ok(get=200)),
+    "dataset-uploads": Rule("user-object", ok(post=201), body={
+        "POST": {"name": "big.tif", "size": 3, "sha256": "0" * 64}}),
+    "upload-detail": Rule("user-object", ok(get=200, delete=204)),
+    "upload-chunk": Rule("user-object", ok(put=400)),  # 400: no offset given
+    "upload-complete": Rule("user-object", ok(post=400)),  # 400: not every byte arrived yet
     "token-list": Rule("user-collection", ok(get=200, post=201), body={"POST": {"name": "script"}}),
     "token-detail": Rule("user-object", ok(delete=204)),
     # Fleet: staff, and admins of the worker's institution; plain users see none (404 on an id).
@@ -134,7 +139,25 @@ RULES: dict[str, Rule] = {
     # HTML pages.
     "healthz": Rule("html-public", ok(get=200)),
     "home": Rule("html-login", ok(get=200)),
-    "job-detail-page": Rule("html-owner", ok(get=200)),
+    "jobs-live": Rule("html-login", ok(get=200)),
+    "job-new": Rule("html-login", ok(get=200, post=200)),  # 200: no application chosen yet
+    "job-page": Rule("html-owner", ok(get=200)),
+    "job-page-live": Rule("html-owner", ok(get=200)),
+    "job-page-cancel": Rule("html-owner", ok(post=302)),
+    "job-page-rerun": Rule("html-owner", ok(post=302)),
+    "file-page": Rule("html-owner", ok(get=200)),
+    "datasets": Rule("html-login", ok(get=200, post=400)),  # 400: the empty form is invalid
+    "dataset-page": Rule("html-owner", ok(get=200)),
+    "dataset-delete": Rule("html-owner", ok(post=302)),  # refused (a job uses it) and sent back
+    "signup": Rule("html-public", ok(get=200, post=400)),
+    "profile": Rule("html-login", ok(get=200, post=400)),
+    "tokens": Rule("html-login", ok(get=200, post=400)),  # 400: a token needs a name
+    "token-revoke": Rule("html-owner", ok(post=302)),
+    "institutions": Rule("html-login", ok(get=200)),
+    "institution-page": Rule("html-institution", ok(get=200)),
+    "institution-member": Rule("html-institution", ok(post=302)),
+    "approvals": Rule("html-login", ok(get=200)),  # lists only what the caller may approve
+    "approval-decide": Rule("html-staff", ok(post=302)),
     # Workers pages: staff and institution admins (owners of workers too); anyone else a 404.
     "workers": Rule("html-fleet", ok(get=200)),
     "worker-token-page": Rule("html-fleet", ok(post=400)),  # 400: the empty form again, with its errors
@@ -153,13 +176,9 @@ RULES: dict[str, Rule] = {
     "admin:*": Rule("admin", ok(get=200)),
     "admin:login": Rule("html-public", ok(get=(200, 302), post=200, put=200)),  # staff: on to the index
 }
-# The HTML job page and the API job detail share the name "job-detail" in different URL shapes.
-HTML_JOB_PAGE = "jobs/<uuid:job_id>/"
 
 
 def rule_name(name: str, route: str) -> str:
-    if route == HTML_JOB_PAGE:
-        return "job-detail-page"
     if name.startswith("admin:") and name != "admin:login":
         return "admin:*"
     return name
@@ -216,6 +235,13 @@ def expected(rule: Rule, principal: str, verb: str) -> set[int]:
         if principal not in SESSIONS:
             return {302}
         return rule.ok[verb] if principal in ("staff", "inst_admin") else {404}
+    if kind in ("html-institution", "html-staff"):  # lab's admin (and staff) / staff only; others: 404
+        allowed_principals = ("staff", "inst_admin") if kind == "html-institution" else ("staff",)
+        if not allowed:
+            return {405}
+        if principal in allowed_principals:
+            return rule.ok[verb]
+        return {404} if principal in SESSIONS else {302}
     if kind == "admin":  # staff may do anything the admin offers; the point is that nobody else may
         return set(range(200, 500)) if principal == "staff" else {302, 405}
     raise AssertionError(f"unknown rule kind {kind!r}")
@@ -255,6 +281,9 @@ def world(user, other_user, staff, worker, other_worker, dataset, test_registry)
                                                   "file": str(frames.pk)}, filename=frames.name)
     transfer_token = url.rstrip("/").rsplit("/", 1)[-1]
     alice_token, _ = ApiToken.issue(user, "alice's script")
+    from jobs import uploads
+
+    upload, _ = uploads.start(dataset, "big.tif", 10, "1" * 64)
 
     def client(owner=None, header: str | None = None) -> APIClient:
         c = APIClient()
@@ -283,12 +312,14 @@ def world(user, other_user, staff, worker, other_worker, dataset, test_registry)
         "revoked_worker": client(None, f"Worker {old_worker_raw}"),
     }
     secrets_of_alice = {str(dataset.pk), str(frames.pk), str(cal.pk), str(running.pk), str(queued.pk),
-                        str(attempt.pk), attempt.fencing_token, f'"id":{alice_token.pk},', alice_token.prefix}
+                        str(attempt.pk), attempt.fencing_token, f'"id":{alice_token.pk},', alice_token.prefix,
+                        str(upload.pk)}
     return {
         "clients": clients, "attempt": attempt, "secrets": secrets_of_alice,
         "values": {"dataset": str(dataset.pk), "file": str(frames.pk), "job": str(running.pk),
                    "queued_job": str(queued.pk), "worker": str(worker.worker.pk), "token": str(alice_token.pk),
-                   "attempt_id": str(attempt.pk), "transfer": transfer_token,
+                   "attempt_id": str(attempt.pk), "transfer": transfer_token, "upload": str(upload.pk),
+                   "user_id": str(user.pk), "inst_admin_id": str(inst_admin.pk),
                    "uidb64": "MQ", "reset_token": "set-password"},
     }
 
@@ -297,8 +328,9 @@ def path_values(name: str, values: dict[str, str]) -> dict[str, str]:
     """Which real object fills `pk` (and friends) for the endpoint called `name`."""
     kind = name.split("-")[0]
     pk = {"dataset": values["dataset"], "file": values["file"], "job": values["job"],
-          "worker": values["worker"], "token": values["token"]}.get(kind, "")
-    return {"pk": pk, "format": "json", "job_id": values["job"] if name == "job-detail" else values["queued_job"],
+          "worker": values["worker"], "token": values["token"], "upload": values["upload"]}.get(kind, "")
+    return {"dataset_id": values["dataset"], "file_id": values["file"], "slug": "lab",
+            "user_id": values["inst_admin_id"] if name == "institution-member" else values["user_id"], "pk": pk, "format": "json", "job_id": values["job"] if name == "job-detail" else values["queued_job"],
             "attempt_id": values["attempt_id"], "token": values["transfer"] if name == "transfer"
             else values["reset_token"], "uidb64": values["uidb64"], "object_id": "1", "app_label": "jobs",
             "url": "x"}

@@ -1,0 +1,246 @@
+"""Job pages: the list with live status, the new-job form from the registry, the live job page, cancel,
+re-run and output previews. Every decision is `jobs.services` / `jobs.states`; these views translate."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from algorithms import registry as reg
+from jobs import services, states
+from jobs.models import File, Job
+from jobs.registry import get_registry
+from portal.accounts.services import profile_of
+from portal.web import schema_form
+from portal.web.common import job_row, quota
+
+PREVIEW_BYTES = 64 * 1024
+NOTIFY_CHOICES = [(Job.Notify.ALWAYS, "Email me when it ends"), (Job.Notify.FAILURE, "Email me only if it fails"),
+                  (Job.Notify.NEVER, "No email")]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+TEXT_SUFFIXES = {".json", ".txt", ".csv", ".log", ".yaml", ".yml", ".md", ".tsv"}
+
+
+def _filtered_jobs(request):
+    jobs = Job.objects.filter(owner=request.user)
+    status = request.GET.get("status", "")
+    application = request.GET.get("application", "")
+    if status in Job.Status.values:
+        jobs = jobs.filter(status=status)
+    elif status == "active":
+        jobs = jobs.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+    if application:
+        jobs = jobs.filter(application=application)
+    return jobs.order_by("-created_at")[:100], status, application
+
+
+@require_GET
+@login_required
+def job_list(request):
+    jobs, status, application = _filtered_jobs(request)
+    rows = [(job, job_row(job)) for job in jobs]
+    return render(request, "portal/jobs/list.html", {
+        "rows": rows, "status": status, "application": application,
+        "statuses": ["active", *Job.Status.values], "applications": sorted(get_registry().applications),
+    })
+
+
+@require_GET
+@login_required
+def job_list_live(request):
+    """The rows of the jobs list as JSON, polled by the page (same filters as the page)."""
+    jobs, _, _ = _filtered_jobs(request)
+    rows = [(job, job_row(job)) for job in jobs]
+    html = "".join(render_to_string("portal/jobs/_row.html", {"job": job, "row": row}) for job, row in rows)
+    return JsonResponse({"jobs": [row for _, row in rows], "rows_html": html})
+
+
+def _own_job(request, job_id) -> Job:
+    # Another user's job is a 404, as in the API: its existence is not revealed.
+    return get_object_or_404(Job.objects.prefetch_related("attempts__worker", "events", "outputs"),
+                             pk=job_id, owner=request.user)
+
+
+def _sections(job: Job) -> dict[str, str]:
+    context = {"job": job, "outputs": _outputs(job)}
+    return {name: render_to_string(f"portal/jobs/_{name}.html", context)
+            for name in ("attempts", "events", "outputs")}
+
+
+def _outputs(job: Job) -> list[dict]:
+    return [{"file": f, "image": f.suffix in IMAGE_SUFFIXES, "text": f.suffix in TEXT_SUFFIXES}
+            for f in job.outputs.all()]
+
+
+@require_GET
+@login_required
+def job_page(request, job_id):
+    job = _own_job(request, job_id)
+    entry = _entry_or_none(job)
+    return render(request, "portal/jobs/detail.html", {
+        "job": job, "row": job_row(job), "entry": entry, "outputs": _outputs(job),
+        "sections": _sections(job), "params_json": json.dumps(job.params, indent=2),
+        "inputs": job.spec.get("inputs", []),
+    })
+
+
+@require_GET
+@login_required
+def job_live(request, job_id):
+    """Polled by the job page: status, progress and the timeline sections, rendered by the same templates."""
+    job = _own_job(request, job_id)
+    return JsonResponse({**job_row(job), "log_size": job.log_size, "sections": _sections(job),
+                         "cancellable": not job.is_terminal})
+
+
+@require_POST
+@login_required
+def job_cancel(request, job_id):
+    job = _own_job(request, job_id)
+    try:
+        states.cancel(job, by=request.user)
+        messages.success(request, "Job cancelled.")
+    except states.Conflict as exc:
+        messages.error(request, f"Not cancelled: {exc.message}.")
+    return redirect("job-page", job_id=job.pk)
+
+
+@require_POST
+@login_required
+def job_rerun(request, job_id):
+    """The same entrypoint, params, inputs and notification as an earlier job, as a new job."""
+    job = _own_job(request, job_id)
+    inputs: dict[str, list[str]] = {}
+    for item in job.spec.get("inputs", []):
+        inputs.setdefault(item["slot"], []).append(item["file"])
+    try:
+        new, _ = services.submit(request.user, application=job.application, version=job.version,
+                                 entrypoint=job.entrypoint, params=job.params, inputs=inputs, notify=job.notify)
+    except (services.InvalidInput, services.QuotaExceeded) as exc:
+        messages.error(request, f"Could not re-run: {exc}. Use “Clone and edit” to fix it.")
+        return redirect("job-page", job_id=job.pk)
+    messages.success(request, "Submitted again as a new job.")
+    return redirect("job-page", job_id=new.pk)
+
+
+def _entry_or_none(job: Job):
+    try:
+        return get_registry().get(job.application, job.version, job.entrypoint)
+    except reg.UnknownEntrypoint:
+        return None
+
+
+# --- new job ---------------------------------------------------------------------------------------------
+
+def _input_choices(user, entry) -> list[dict]:
+    """Per input slot: the user's ready files whose suffix fits, grouped by dataset."""
+    files = list(File.objects.filter(owner=user, status=File.Status.READY, dataset__isnull=False)
+                 .select_related("dataset").order_by("dataset__name", "name"))
+    slots = []
+    for slot in entry.inputs.values():
+        fitting = [f for f in files if not slot.suffixes or f.suffix in slot.suffixes]
+        slots.append({"slot": slot, "files": fitting, "count": slot.describe_count(),
+                      "suffixes": " ".join(slot.suffixes) or "any file", "selected": set(), "error": ""})
+    return slots
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def job_new(request):
+    registry = get_registry()
+    source = request.GET.get("clone") or request.POST.get("clone")
+    clone = None
+    if source:
+        clone = Job.objects.filter(pk=services.parse_uuid(source), owner=request.user).first()
+        if clone is None:
+            raise Http404("no such job")
+    app = request.GET.get("application") or request.POST.get("application") or (clone.application if clone else "")
+    if app and app not in registry.applications:
+        raise Http404("no such application")
+    version = (request.GET.get("version") or request.POST.get("version") or (clone.version if clone else "")
+               or (registry.default_versions.get(app, "") if app else ""))
+    if app and version not in registry.applications[app]:
+        raise Http404("no such version")
+    name = request.GET.get("entrypoint") or request.POST.get("entrypoint") or (clone.entrypoint if clone else "")
+    context = {"registry": registry, "application": app, "version": version, "entrypoint": name,
+               "applications": [(a, registry.applications[a][registry.default_versions[a]]) for a in
+                                sorted(registry.applications)], "clone": clone}
+    if app:
+        context["versions"] = sorted(registry.applications[app], key=lambda v: [int(p) for p in v.split(".")])
+        context["entries"] = list(registry.applications[app][version].values())
+    if not (app and name):
+        return render(request, "portal/jobs/new.html", context)
+    try:
+        entry = registry.get(app, version, name)
+    except reg.UnknownEntrypoint:
+        raise Http404("no such entrypoint") from None
+    fields = schema_form.build(entry.params_schema, clone.params if clone else None)
+    slots = _input_choices(request.user, entry)
+    notify = clone.notify if clone else profile_of(request.user).notify
+    if clone:
+        for item in clone.spec.get("inputs", []):
+            for s in slots:
+                if s["slot"].name == item["slot"]:
+                    s["selected"].add(item["file"])
+    general: dict[str, str] = {}
+    if request.method == "POST":
+        params, errors = schema_form.parse(entry.params_schema, request.POST, fields)
+        inputs = {s["slot"].name: request.POST.getlist(f"input.{s['slot'].name}") for s in slots}
+        for s in slots:
+            s["selected"] = set(inputs[s["slot"].name])
+        notify = request.POST.get("notify") or notify
+        if not errors:
+            try:
+                job, _ = services.submit(request.user, application=app, version=version, entrypoint=name,
+                                         params=params, inputs=inputs, notify=notify)
+            except services.InvalidInput as exc:
+                errors = {k.removeprefix("params."): v for k, v in exc.fields.items()}
+            except services.QuotaExceeded as exc:
+                general["quota"] = str(exc)
+            else:
+                messages.success(request, "Job submitted.")
+                return redirect("job-page", job_id=job.pk)
+        slot_names = {s["slot"].name: s for s in slots}
+        for key in list(errors):
+            if key.startswith("inputs."):
+                slot = key.split(".")[1]
+                if slot in slot_names:
+                    slot_names[slot]["error"] = errors.pop(key)
+        general.update(schema_form.attach_errors(fields, errors))
+    context.update({"entry": entry, "fields": fields, "slots": slots, "notify": notify, "errors": general,
+                    "notify_choices": NOTIFY_CHOICES, "quota": quota(request.user)})
+    return render(request, "portal/jobs/new.html", context, status=400 if general or any(
+        f.error for f in schema_form.leaves(fields)) or any(s["error"] for s in slots) else 200)
+
+
+# --- files -----------------------------------------------------------------------------------------------
+
+@require_GET
+@login_required
+def file_page(request, file_id):
+    """A preview of one of the user's files (image, or the first 64 KB of text) with its checksum."""
+    file = get_object_or_404(File.objects.select_related("dataset", "job"), pk=file_id, owner=request.user)
+    text = None
+    if file.suffix in TEXT_SUFFIXES:
+        with default_storage.open(file.key, "rb") as fh:
+            data = fh.read(PREVIEW_BYTES + 1)
+        text = data[:PREVIEW_BYTES].decode("utf-8", errors="replace")
+        if file.suffix == ".json" and len(data) <= PREVIEW_BYTES:
+            with contextlib.suppress(ValueError):
+                text = json.dumps(json.loads(text), indent=2)
+        if len(data) > PREVIEW_BYTES:
+            text += "\n… (preview cut at 64 KB: download the file for the rest)"
+    back = (reverse("job-page", kwargs={"job_id": file.job_id}) if file.job_id
+            else reverse("dataset-page", kwargs={"dataset_id": file.dataset_id}) if file.dataset_id else None)
+    return render(request, "portal/files/detail.html", {
+        "file": file, "text": text, "image": file.suffix in IMAGE_SUFFIXES, "back": back,
+        "used_by": file.used_by_jobs.order_by("-created_at")[:50]})

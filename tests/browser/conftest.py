@@ -1,0 +1,83 @@
+"""A real browser on the live portal: Debian's Chromium driven by Playwright (never a browser download),
+with the integration suite's real parts behind it (PostgreSQL, Redis, a worker agent, the portal's Celery
+worker and an SMTP server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (  # noqa: F401 - fixtures shared with the integration suite
+    broker,
+    portal,
+    portal_celery,
+    processes,
+    smtp_server,
+    start_agent,
+    wait_until,
+)
+
+CHROMIUM = os.environ.get("LOCUS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/browser" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/services.sh does it as root)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls are still
+    # synchronous, so Django's guard against ORM calls from async code does not apply to them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser, portal):  # noqa: F811 - the imported fixture, requested by name
+    """Pages in fresh browser contexts (one per user: cookies are not shared), closed after the test."""
+    contexts = []
+
+    def make():
+        context = browser.new_context(base_url=portal, viewport={"width": 1280, "height": 860},
+                                      accept_downloads=True)
+        context.set_default_timeout(30_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page):
+    return new_page()
+
+
+def shoot(page, name: str) -> None:
+    """A screenshot of the page for docs/screenshots/ (shown in the README)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, username: str, password: str) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
