@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,10 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures shared with th
 CHROMIUM = os.environ.get("LOCUS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are refreshed only on request (LOCUS_SCREENSHOTS=1), so that a test run leaves the
+# working tree as it found it; otherwise they go to a temporary folder (still taken: the code path is the same).
+SCREENSHOTS = (Path(__file__).resolve().parents[2] / "docs" / "screenshots" if os.environ.get("LOCUS_SCREENSHOTS")
+               else Path(tempfile.mkdtemp(prefix="locus-screenshots-")))
 
 
 def pytest_collection_modifyitems(items):

@@ -155,3 +155,33 @@ def test_tokens_profile_and_institution_pages(new_page, portal, user, other_user
     expect(page.locator(".messages")).to_contain_text("bob is now an admin")
     assert Membership.objects.get(user=other_user, institution=lab).is_admin
     shoot(page, "13-institution")
+
+
+def test_workers_page_lists_the_fleet_issues_a_token_once_and_revokes(new_page, portal, staff, worker):
+    from jobs.models import EnrollmentToken, Worker
+
+    page = new_page()
+    log_in(page, "root", "pw-root")
+    page.click("nav >> text=Workers")
+    row = page.locator(f"#worker-{worker.worker.pk}")
+    expect(row).to_contain_text("worker-1")
+    expect(row).to_contain_text("CPU only")
+    shoot(page, "14-workers")
+
+    page.fill("#id_note", "lab PC, room 2")
+    page.click("text=Create enrollment token")
+    raw = page.locator("pre.token").inner_text().strip()
+    expect(page.locator("pre.commands").first).to_contain_text(f"python -m workers enroll --portal {portal}")
+    expect(page.locator("pre.commands").first).to_contain_text(raw)
+    assert EnrollmentToken.objects.filter(note="lab PC, room 2", used_at__isnull=True).count() == 1
+    shoot(page, "15-enrollment-token")
+
+    page.goto("/workers/")
+    page.locator(f"#worker-{worker.worker.pk} >> text=Revoke").click()
+    expect(page.locator(".messages")).to_contain_text("worker-1 revoked")
+    assert not Worker.objects.get(pk=worker.worker.pk).enabled
+    expect(page.locator(f"#worker-{worker.worker.pk}")).to_contain_text("revoked")
+
+    page.click("nav >> text=Usage")
+    expect(page.locator("h1")).to_contain_text("Usage")
+    shoot(page, "16-usage")
