@@ -8,8 +8,7 @@ configs, the calibration's sha256 and the code version (:func:`load_model` reads
 
 The sample source is any ``sampler(batch_size, seed)`` returning an object with ``frames`` (B, T, C, H,
 W) photons, ``aux``, ``targets`` (:class:`~algorithms.decode_plex.loss.Targets`) and ``truth`` (LocTable,
-frame = sample index). Until the simulation engine is wired in, the CLI uses the test stand-in
-:mod:`algorithms.decode_plex._toy`.
+frame = sample index); the CLI uses :func:`algorithms.decode_plex.samples.sample_batch` (the simulation engine).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from algorithms.decode_plex.postprocess import extract
 from algorithms.evaluation import evaluate
 from algorithms.io.table import LocTable
 
-MODEL_FORMAT = "locus.decode_plex.model/1"
+MODEL_FORMAT = "locus.decode_plex.model/2"  # 2: trained on algorithms.simulation (1: the old stand-in)
 
 
 class TrainingDiverged(RuntimeError):
@@ -231,6 +230,8 @@ def load_model(path: Path, device: torch.device | None = None) -> tuple[DecodePl
         blob = torch.load(Path(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds on a foreign file
         raise ValueError(f"{path} is not a DECODE-Plex model file ({type(exc).__name__})") from None
+    if isinstance(blob, dict) and blob.get("format") == "locus.decode_plex.model/1":
+        raise ValueError(f"{path} was trained on the retired stand-in simulator; train it again")
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a DECODE-Plex model file")
     net = DecodePlexNet(ModelConfig.from_dict(blob["model_config"]))
