@@ -31,7 +31,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "on_time_frames": 2.0, "dye_ratios": [], "shifts_px": [], "plane_ratios": [0.5, 0.5],
     "psf_sigma_px": 1.2, "camera": "perfect",
     "features": 48, "depth": 2,
-    "epochs": 20, "steps_per_epoch": 100, "batch_size": 16, "lr": 3e-4, "schedule": "plateau",
+    "epochs": 20, "steps_per_epoch": 100, "batch_size": 16, "lr": 3e-4, "schedule": "plateau", "warmup_steps": 100,
     "val_samples": 64, "seed": 0, "device": None, "empty_frames": "penalise",
 }
 
@@ -103,7 +103,7 @@ def build_train(p: dict[str, Any], calibration: Any = None, transforms: list[Any
         sim.simulation_config(0)  # the simulation accepts these settings
         tc = TrainConfig(
             epochs=int(p["epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]),
-            lr=float(p["lr"]), schedule=p["schedule"], val_samples=int(p["val_samples"]), seed=int(p["seed"]),
+            lr=float(p["lr"]), schedule=p["schedule"], warmup_steps=int(p["warmup_steps"]), val_samples=int(p["val_samples"]), seed=int(p["seed"]),
             device=p["device"], loss=LossConfig(empty_frames=p["empty_frames"]),
         )
     except (TypeError, ValueError, KeyError) as exc:

@@ -49,10 +49,11 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm
     schedule: str = "plateau"  # plateau (halve on a validation-loss plateau, as the paper) | cosine | constant
     plateau_patience: int = 3
+    warmup_steps: int = 100  # linear LR warm-up: Adam's first steps can saturate the probability head
     val_samples: int = 64
     prob_threshold: float = 0.5
     seed: int = 0
-    divergence_margin: float = 100.0  # abort when a step's loss exceeds the best epoch loss by 100·max(1, |best|)
+    divergence_margin: float = 100.0  # abort when a step's loss exceeds the best loss so far by 100·max(1, |best|)
     amp: bool = True  # bfloat16 autocast on CUDA only
     device: str | None = None  # None: CUDA if present, else CPU
     loss: LossConfig = field(default_factory=LossConfig)
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ValueError("schedule must be plateau, cosine or constant")
         if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
             raise ValueError("epochs, steps_per_epoch and batch_size must be ≥ 1")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be ≥ 0")
 
 
 def finite_or_none(value: Any) -> Any:
@@ -168,6 +171,7 @@ def train(
 
     val = sampler(tc.val_samples, VALIDATION_SEED_OFFSET + tc.seed)
     t0 = time.monotonic()
+    best_step = math.inf  # lowest step loss of this run: catches a blow-up inside the first epoch too
     for epoch in range(start_epoch, tc.epochs):
         net.train()
         sums: dict[str, float] = {}
@@ -180,12 +184,13 @@ def train(
                 out = net(net.prepare(frames), aux)
             out = {k: v.float() for k, v in out.items()}
             loss, parts = decode_plex_loss(out, targets, model_cfg, tc.loss)
+            ref = min(best, best_step)
             if not math.isfinite(parts["total"]) or (
-                math.isfinite(best) and parts["total"] > best + tc.divergence_margin * max(1.0, abs(best))
+                math.isfinite(ref) and parts["total"] > ref + tc.divergence_margin * max(1.0, abs(ref))
             ):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch} step {s}: loss {parts['total']:.4g} "
-                    f"(best epoch loss {best:.4g}); lower the learning rate (now {opt.param_groups[0]['lr']:.3g}) "
+                    f"(best so far {ref:.4g}); lower the learning rate (now {opt.param_groups[0]['lr']:.3g}) "
                     "or check the photon/background ranges of the simulation"
                 )
             opt.zero_grad(set_to_none=True)
@@ -193,7 +198,14 @@ def train(
             norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             if not torch.isfinite(norm):
                 raise TrainingDiverged(f"gradient became non-finite at epoch {epoch} step {s}; lower the learning rate")
+            best_step = min(best_step, parts["total"])
+            warm = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
+            lrs = [g["lr"] for g in opt.param_groups]
+            for g in opt.param_groups:  # scaled for this step only: the schedulers never see the factor
+                g["lr"] *= warm
             opt.step()
+            for g, lr in zip(opt.param_groups, lrs, strict=True):
+                g["lr"] = lr
             if tc.schedule == "cosine":
                 sched.step()
             for k, v in parts.items():

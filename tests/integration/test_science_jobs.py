@@ -101,7 +101,7 @@ def test_decode_plex_train_fit_and_compare_run_as_jobs(user_session, start_agent
     trained = _run(user_session, "decode-plex", "train", {
         "frame_size": [32, 32], "density_per_um2": 0.2, "photons": [2000.0, 6000.0], "background": [20.0, 50.0],
         "camera": camera, "features": 8, "epochs": 4, "steps_per_epoch": 60, "batch_size": 8, "lr": 0.003,
-        "schedule": "cosine", "val_samples": 8}, {})
+        "schedule": "cosine", "warmup_steps": 20, "val_samples": 8}, {})
     assert {"model.pt", "train_history.json", "train_metrics.png"} <= set(trained)
     fitted = _run(user_session, "decode-plex", "fit", {"chunk": 8},
                   {"model": [trained["model.pt"]], "frames": [movie_id]})

@@ -22,7 +22,7 @@ from algorithms.decode_plex.cli import fit_main, train_main
 from algorithms.decode_plex.model import DecodePlexNet
 from algorithms.decode_plex.postprocess import extract
 from algorithms.decode_plex.samples import SampleConfig, sample_batch
-from algorithms.decode_plex.train import TrainConfig, TrainingDiverged, load_model, train
+from algorithms.decode_plex.train import TrainConfig, TrainingDiverged, load_model, step_seed, train
 from algorithms.evaluation import evaluate
 from algorithms.io.formats import read_table, write_table
 from algorithms.io.table import LocTable
@@ -43,7 +43,8 @@ def trained(tmp_path_factory):
     """A tiny model trained for 200 steps (~30 s on one busy core)."""
     out = tmp_path_factory.mktemp("model")
     cfg = TOY.model_config(features=8, depth=2)
-    tc = TrainConfig(epochs=4, steps_per_epoch=50, batch_size=8, lr=3e-3, schedule="cosine", val_samples=16, seed=0)
+    tc = TrainConfig(epochs=4, steps_per_epoch=50, batch_size=8, lr=3e-3, schedule="cosine", val_samples=16, seed=0,
+                     warmup_steps=0)  # 200 steps only; the resume test runs with the default warm-up
     blob = train(cfg, tc, lambda b, s: sample_batch(TOY, b, s), out, report=quiet,
                  extra={"camera": CAMERA, "simulation": TOY.to_dict(), "calibration_sha256": "0" * 64})
     return out / "model.pt", blob
@@ -109,6 +110,22 @@ def test_divergence_aborts_with_a_clear_message(tmp_path):
     tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, val_samples=2)
     with pytest.raises(TrainingDiverged, match="diverged at epoch 0 step 0.*lower the learning rate"):
         train(cfg, tc, poisoned, tmp_path, report=quiet)
+
+
+def test_a_blow_up_inside_the_first_epoch_aborts(tmp_path):
+    """A dead network (e.g. every probability saturated at 1) must not train on silently for hours."""
+    toy = SampleConfig(frame_size=(16, 16), density_per_um2=0.8)
+    cfg = toy.model_config(features=8, depth=1)
+
+    def blows_up(b, s):
+        batch = sample_batch(toy, b, s)
+        if s == step_seed(0, 3):  # the fourth step's targets are absurd: the loss jumps by orders of magnitude
+            batch.targets.photons *= 1e6
+        return batch
+
+    tc = TrainConfig(epochs=1, steps_per_epoch=6, batch_size=2, val_samples=2)
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 0 step 3"):
+        train(cfg, tc, blows_up, tmp_path, report=quiet)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
