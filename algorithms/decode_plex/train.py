@@ -53,7 +53,8 @@ class TrainConfig:
     val_samples: int = 64
     prob_threshold: float = 0.5
     seed: int = 0
-    divergence_margin: float = 100.0  # abort when a step's loss exceeds the best loss so far by 100·max(1, |best|)
+    divergence_margin: float = 100.0  # a step's loss above the best so far by 100·max(1, |best|) is "blown up";
+    divergence_patience: int = 20  # abort after this many blown-up steps in a row (single spikes happen)
     amp: bool = True  # bfloat16 autocast on CUDA only
     device: str | None = None  # None: CUDA if present, else CPU
     loss: LossConfig = field(default_factory=LossConfig)
@@ -172,6 +173,7 @@ def train(
     val = sampler(tc.val_samples, VALIDATION_SEED_OFFSET + tc.seed)
     t0 = time.monotonic()
     best_step = math.inf  # lowest step loss of this run: catches a blow-up inside the first epoch too
+    blown = 0  # consecutive blown-up steps
     for epoch in range(start_epoch, tc.epochs):
         net.train()
         sums: dict[str, float] = {}
@@ -185,13 +187,13 @@ def train(
             out = {k: v.float() for k, v in out.items()}
             loss, parts = decode_plex_loss(out, targets, model_cfg, tc.loss)
             ref = min(best, best_step)
-            if not math.isfinite(parts["total"]) or (
-                math.isfinite(ref) and parts["total"] > ref + tc.divergence_margin * max(1.0, abs(ref))
-            ):
+            high = math.isfinite(ref) and parts["total"] > ref + tc.divergence_margin * max(1.0, abs(ref))
+            blown = blown + 1 if high else 0
+            if not math.isfinite(parts["total"]) or blown >= max(1, tc.divergence_patience):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch} step {s}: loss {parts['total']:.4g} "
-                    f"(best so far {ref:.4g}); lower the learning rate (now {opt.param_groups[0]['lr']:.3g}) "
-                    "or check the photon/background ranges of the simulation"
+                    f"(best so far {ref:.4g}, {blown} step(s) in a row far above it); lower the learning rate "
+                    f"(now {opt.param_groups[0]['lr']:.3g}) or check the photon/background ranges of the simulation"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
