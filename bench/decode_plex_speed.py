@@ -2,7 +2,7 @@
 
     python bench/decode_plex_speed.py [--threads 2] [--features 48] [--device cpu|cuda]
 
-- training: samples/s of full steps (stand-in simulation + forward + loss + backward + AdamW) at 64×64,
+- training: samples/s of full steps (simulation engine + forward + loss + backward + AdamW) at 64×64,
   biplane, window 3;
 - inference: frames/s of the network + extraction on 2-channel 256×256 frames, window 3;
 - matching: vectorised greedy matcher vs a plain Python greedy matcher on the same tables (ratio).
@@ -24,10 +24,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from algorithms.decode_plex._toy import ToyConfig, sample_batch  # noqa: E402
 from algorithms.decode_plex.loss import decode_plex_loss  # noqa: E402
-from algorithms.decode_plex.model import DecodePlexNet, indicator_maps, select_device  # noqa: E402
+from algorithms.decode_plex.model import DecodePlexNet, select_device  # noqa: E402
 from algorithms.decode_plex.postprocess import extract  # noqa: E402
+from algorithms.decode_plex.samples import SampleConfig, aux_maps, sample_batch  # noqa: E402
 from algorithms.evaluation import match  # noqa: E402
 from algorithms.io.table import LocTable  # noqa: E402
 
@@ -59,8 +59,8 @@ def main() -> None:
     device = select_device(args.device)
     row: dict = {"device": str(device), "threads": args.threads, "features": args.features}
 
-    toy = ToyConfig(height=64, width=64, mode="biplane", channels=2, window=3, three_d=True,
-                    emitters_per_frame=5.0, shifts_px=[(0, 0), (1.0, 0.5)])
+    toy = SampleConfig(frame_size=(64, 64), mode="biplane", channels=2, window=3, three_d=True,
+                       density_per_um2=5.0 / 40.96, shifts_px=[(0, 0), (1.0, 0.5)])
     cfg = toy.model_config(features=args.features, depth=2)
     net = DecodePlexNet(cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -80,7 +80,7 @@ def main() -> None:
 
     net.eval()
     frames = torch.rand(4, 3, 2, 256, 256, device=device) * 100
-    aux = torch.from_numpy(indicator_maps(toy.transforms(), (256, 256))).to(device).expand(4, -1, -1, -1)
+    aux = torch.from_numpy(aux_maps(toy.geometry(), (256, 256))).to(device).expand(4, -1, -1, -1)
     with torch.no_grad():
         extract(net(net.prepare(frames), aux), cfg)
         n_rep = 3

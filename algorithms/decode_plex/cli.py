@@ -1,9 +1,10 @@
 """``python -m algorithms.decode_plex train|fit|info`` (design §6: JSON progress, exit 0/1/2, atomic outputs).
 
-train  simulate on the fly, train, write ``model.pt``, ``checkpoint.pt``, ``train_history.json``,
-       ``train_metrics.png``. Until the simulation engine is wired in, training samples come from the
-       Gaussian-PSF stand-in (:mod:`algorithms.decode_plex._toy`); a given calibration's sha256 is
-       recorded in the model file and checked again when fitting.
+train  simulate on the fly with the simulation engine (:mod:`algorithms.decode_plex.samples`: Gaussian PSF,
+       or the calibration's cubic splines with ``--calibration``; camera model; channel transforms from
+       ``--transform``, the calibration or ``shifts_px``), train, write ``model.pt``, ``checkpoint.pt``,
+       ``train_history.json``, ``train_metrics.png``. The calibration's sha256 is recorded in the model
+       file and checked again when fitting.
 fit    read TIFF movies in chunks, convert ADU → photons with the model's camera, localize, filter,
        de-bias (on by default), assign colors (multicolor), write ``locs.h5``, ``locs.csv``,
        ``fit_report.json`` and QC PNGs.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "frame_size": [32, 32], "px_size_nm": 100.0,
     "photons": [1000.0, 5000.0], "background": [20.0, 60.0],
     "density_per_um2": 0.3, "z_range_nm": [-500.0, 500.0],
-    "dye_ratios": [], "shifts_px": [], "sigma0_px": 1.0,
-    "camera": {"baseline": 0.0, "e_per_adu": 1.0, "em_gain": 1.0, "qe": 1.0},
+    "on_time_frames": 2.0, "dye_ratios": [], "shifts_px": [], "plane_ratios": [0.5, 0.5],
+    "psf_sigma_px": 1.2, "camera": "perfect",
     "features": 48, "depth": 2,
-    "epochs": 20, "steps_per_epoch": 100, "batch_size": 16, "lr": 3e-4, "schedule": "plateau",
+    "epochs": 20, "steps_per_epoch": 100, "batch_size": 16, "lr": 3e-4, "schedule": "plateau", "warmup_steps": 100,
     "val_samples": 64, "seed": 0, "device": None, "empty_frames": "penalise",
 }
 
@@ -63,11 +63,12 @@ def _slot(inputs: Path | None, slot: str) -> list[Path]:
     return sorted(p for p in (inputs / slot).iterdir() if p.is_file())
 
 
-def build_train(p: dict[str, Any]):
-    """(ToyConfig, ModelConfig, TrainConfig) from resolved train params; BadInput on nonsense."""
-    from algorithms.decode_plex._toy import ToyConfig
+def build_train(p: dict[str, Any], calibration: Any = None, transforms: list[Any] | None = None):
+    """(SampleConfig, ModelConfig, TrainConfig) from resolved train params; BadInput on nonsense."""
     from algorithms.decode_plex.loss import LossConfig
+    from algorithms.decode_plex.samples import SampleConfig
     from algorithms.decode_plex.train import TrainConfig
+    from algorithms.simulation.camera import camera_from_params
 
     try:
         h, w = (int(v) for v in p["frame_size"])
@@ -77,56 +78,83 @@ def build_train(p: dict[str, Any]):
             raise BadInput("need 0 < photons[0] ≤ photons[1], 0 ≤ background[0] ≤ background[1], frames ≥ 8 px")
         if p["mode"] == "multicolor" and p["dye_ratios"] and len(p["dye_ratios"]) < 2:
             raise BadInput("multicolor training with dye_ratios needs at least two")
-        area_um2 = h * w * (float(p["px_size_nm"]) / 1000.0) ** 2
-        toy = ToyConfig(
-            height=h, width=w, mode=p["mode"], channels=int(p["channels"]), window=int(p["window"]),
+        camera_from_params(p["camera"])  # one clear message for an impossible camera
+        channels = int(p["channels"])
+        if calibration is not None and len(calibration.psfs) not in (1, channels):
+            raise BadInput(f"the calibration has {len(calibration.psfs)} channels but channels is {channels}")
+        sim = SampleConfig(
+            frame_size=(h, w), mode=p["mode"], channels=channels, window=int(p["window"]),
             three_d=bool(p["three_d"]), px_size_nm=float(p["px_size_nm"]),
-            emitters_per_frame=float(p["density_per_um2"]) * area_um2, photons=(lo, hi), bg=(blo, bhi),
-            z_range_nm=tuple(float(v) for v in p["z_range_nm"]), dye_ratios=[float(r) for r in p["dye_ratios"]],
-            shifts_px=[tuple(s) for s in p["shifts_px"]], sigma0_px=float(p["sigma0_px"]),
+            density_per_um2=float(p["density_per_um2"]), on_time_frames=float(p["on_time_frames"]),
+            photons=(lo, hi), bg=(blo, bhi), z_range_nm=tuple(float(v) for v in p["z_range_nm"]),
+            psf={"kind": "gaussian", "sigma_px": float(p["psf_sigma_px"])}, camera=p["camera"],
+            transforms=None if transforms is None else [np.asarray(t, float).tolist() for t in transforms],
+            shifts_px=[tuple(s) for s in p["shifts_px"]], plane_ratios=[float(r) for r in p["plane_ratios"]],
+            dye_ratios=[float(r) for r in p["dye_ratios"]],
         )
-        model_cfg = toy.model_config(features=int(p["features"]), depth=int(p["depth"]))
+        if calibration is not None and sim.three_d:
+            zlo, zhi = calibration.psfs[0].z_range_nm
+            if sim.z_range_nm[0] < zlo or sim.z_range_nm[1] > zhi:
+                raise BadInput(f"z_range_nm {list(sim.z_range_nm)} leaves the calibration's z range "
+                               f"[{zlo:.0f}, {zhi:.0f}] nm")
+        model_cfg = sim.model_config(features=int(p["features"]), depth=int(p["depth"]))
         if h % 2 ** model_cfg.depth or w % 2 ** model_cfg.depth:
             raise BadInput(f"frame_size must be a multiple of {2 ** model_cfg.depth} for depth {model_cfg.depth}")
+        sim.simulation_config(0)  # the simulation accepts these settings
         tc = TrainConfig(
             epochs=int(p["epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]),
-            lr=float(p["lr"]), schedule=p["schedule"], val_samples=int(p["val_samples"]), seed=int(p["seed"]),
+            lr=float(p["lr"]), schedule=p["schedule"], warmup_steps=int(p["warmup_steps"]), val_samples=int(p["val_samples"]), seed=int(p["seed"]),
             device=p["device"], loss=LossConfig(empty_frames=p["empty_frames"]),
         )
     except (TypeError, ValueError, KeyError) as exc:
         raise BadInput(f"bad training parameters: {exc}") from None
-    return toy, model_cfg, tc
+    return sim, model_cfg, tc
 
 
 def train_main(argv: list[str] | None) -> int:
-    from algorithms.decode_plex._toy import sample_batch
+    from algorithms.decode_plex.samples import sample_batch
     from algorithms.decode_plex.train import TrainingDiverged, finite_or_none, plot_history, train
+    from algorithms.io.calibration import CalibrationError, read_calibration, read_transforms
 
     ap = argparse.ArgumentParser(prog="python -m algorithms.decode_plex train", description=(
         "Train a DECODE-Plex model on data simulated on the fly. Params (JSON): photons / background in "
         "photons (per pixel for background), density in emitters/µm², px_size_nm and z_range_nm in nm, "
         "frame_size in px; see TRAIN_DEFAULTS in algorithms/decode_plex/cli.py."))
     job_arguments(ap)
-    ap.add_argument("--calibration", type=Path, help="PSF calibration (.mat/.h5): its sha256 is recorded")
+    ap.add_argument("--calibration", type=Path,
+                    help="PSF calibration (SMAP *_3dcal.mat, uiPSF .h5, bead stack .tif): spline PSFs; sha256 recorded")
     ap.add_argument("--transform", type=Path, help="channel transform (.mat/.h5): its sha256 is recorded")
     ap.add_argument("--resume", action="store_true", help="continue from --outputs/checkpoint.pt if present")
     args = ap.parse_args(argv)
-    params = resolve(TRAIN_DEFAULTS, read_params(args.params))
-    calibration = args.calibration or next(iter(_slot(args.inputs, "calibration")), None)
-    transform = args.transform or next(iter(_slot(args.inputs, "transform")), None)
-    extra: dict[str, Any] = {"simulator": "toy-gaussian (stand-in until the simulation engine is wired in)"}
-    for name, path in (("calibration", calibration), ("transform", transform)):
+    raw = read_params(args.params)
+    params = resolve(TRAIN_DEFAULTS, raw)
+    calibration_path = args.calibration or next(iter(_slot(args.inputs, "calibration")), None)
+    transform_path = args.transform or next(iter(_slot(args.inputs, "transform")), None)
+    extra: dict[str, Any] = {"simulator": "algorithms.simulation"}
+    for name, path in (("calibration", calibration_path), ("transform", transform_path)):
         if path is not None:
             if not Path(path).is_file():
                 raise BadInput(f"{name} file {path} not found")
             extra[f"{name}_sha256"] = sha256_file(Path(path))
-    toy, model_cfg, tc = build_train(params)
-    extra["simulation"] = asdict(toy)
+    calibration, transforms = None, None
+    try:
+        if calibration_path is not None:
+            calibration = read_calibration(calibration_path)
+            if "px_size_nm" not in raw and calibration.px_size_nm:
+                params["px_size_nm"] = float(calibration.px_size_nm[0])
+            if len(calibration.transforms) == int(params["channels"]) > 1:
+                transforms = list(calibration.transforms)
+        if transform_path is not None:
+            transforms = read_transforms(transform_path, int(params["channels"]))
+    except (CalibrationError, ValueError, OSError) as exc:
+        raise BadInput(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    sim, model_cfg, tc = build_train(params, calibration, transforms)
+    extra["simulation"] = sim.to_dict()
     extra["camera"] = params["camera"]
     extra["train_params"] = params
     progress(0.0, "train", message="simulating on the fly; validation set drawn once")
     try:
-        model = train(model_cfg, tc, lambda b, s: sample_batch(toy, b, s), args.outputs,
+        model = train(model_cfg, tc, lambda b, s: sample_batch(sim, b, s, calibration), args.outputs,
                       resume=args.resume, extra=extra)
     except TrainingDiverged as exc:  # an algorithm failure (exit 1), not bad input
         raise SystemExit(f"error: {exc}") from None
@@ -140,12 +168,14 @@ def train_main(argv: list[str] | None) -> int:
 def fit_main(argv: list[str] | None) -> int:
     import torch
 
-    from algorithms.decode_plex.fit import Camera, ChannelSplit, Movie, predict_movie
-    from algorithms.decode_plex.model import ChannelTransform, indicator_maps, select_device
+    from algorithms.decode_plex.fit import ChannelSplit, Movie, predict_movie
+    from algorithms.decode_plex.model import select_device
     from algorithms.decode_plex.postprocess import color_table, debias, filter_table
     from algorithms.decode_plex.qc import qc_plots
+    from algorithms.decode_plex.samples import SampleConfig, aux_maps
     from algorithms.decode_plex.train import finite_or_none, load_model
-    from algorithms.io.locfile import write_table
+    from algorithms.io.formats import write_table
+    from algorithms.simulation.camera import camera_from_params
 
     ap = argparse.ArgumentParser(prog="python -m algorithms.decode_plex fit", description=(
         "Localize emitters in TIFF movies (ADU) with a trained model. Output tables are in nm, frames "
@@ -179,8 +209,10 @@ def fit_main(argv: list[str] | None) -> int:
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     split = ChannelSplit(cfg.channels, bool(p["mirror_second"]), tuple(int(v) for v in p["shift_px"]))
-    cam = Camera(**blob.get("camera", {}))
-    sim = blob.get("simulation", {})
+    cam = camera_from_params(blob.get("camera"))
+    if not isinstance(blob.get("simulation"), dict):
+        raise BadInput(f"{Path(model_path).name} lacks the simulation parameters it was trained with; train it again")
+    sim = SampleConfig.from_dict(blob["simulation"])
     h = movie.frame_shape[0]
     w = movie.frame_shape[1] // (2 if cfg.channels > 1 and second is None else 1)
     if h < 2**cfg.depth or w < 2**cfg.depth:
@@ -189,10 +221,7 @@ def fit_main(argv: list[str] | None) -> int:
         raise BadInput(f"frames are {movie.frame_shape[1]} px wide: a two-halves split needs an even width")
     aux = None
     if cfg.n_aux:
-        shifts = sim.get("shifts_px") or []
-        transforms = [ChannelTransform(shift_px=np.asarray(shifts[c] if c < len(shifts) else (0, 0), float))
-                      for c in range(cfg.channels)]
-        aux = indicator_maps(transforms, (h, w))
+        aux = aux_maps(sim.geometry(), (h, w))
     progress(0.0, "fit", frames=movie.n_frames, frame_shape=list(movie.frame_shape))
     with torch.inference_mode():
         try:
@@ -217,8 +246,8 @@ def fit_main(argv: list[str] | None) -> int:
             report["rejection_rate"] = float(np.mean(table["code"] < 0)) if len(table) else None
     table.meta.update({"source": "decode-plex fit", "px_size_nm": list(cfg.px_size_nm)})
     out = args.outputs
-    write_table(table, out / "locs.h5")
-    write_table(table, out / "locs.csv")
+    write_table(table, out / "locs.h5", "locus")
+    write_table(table, out / "locs.csv", "thunderstorm")
     report["qc"] = qc_plots(table, cfg, out, report.get("dye_ratios"))
     with atomic_output(out / "fit_report.json") as fh:
         json.dump(finite_or_none(report), fh, indent=1)

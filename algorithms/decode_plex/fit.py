@@ -2,8 +2,9 @@
 
 A movie is one or more TIFF files read as one stack through a memory map where the file allows it
 (page by page otherwise), ``chunk`` frames at a time, so a 50 GB stack is never loaded at once.
-Raw frames (ADU) become photons with the camera of the model file
-(``photons = (ADU - baseline) · e_per_adu / em_gain / qe``). Channels come from one camera split into
+Raw frames (ADU) become photons with the inverse of the model file's camera — the simulation engine's
+:class:`~algorithms.simulation.camera.Camera` the model was trained with
+(``photons = ((ADU - baseline) · e_per_adu / em_gain - spurious) / qe``). Channels come from one camera split into
 halves (left/right, channel 1 optionally mirrored and shifted by whole pixels) or from a second movie
 (two cameras). The window of frame t is (t-1, t, t+1) with the ends clamped (frame 0 sees 0, 0, 1).
 """
@@ -22,6 +23,7 @@ import torch
 from algorithms.decode_plex.model import DecodePlexNet, pad_to_multiple
 from algorithms.decode_plex.postprocess import extract
 from algorithms.io.table import LocTable
+from algorithms.simulation.camera import Camera
 
 
 class Movie:
@@ -69,19 +71,6 @@ class Movie:
                 out.append(np.asarray(arr[lo:hi], dtype=np.float32))
             offset += n
         return np.concatenate(out) if out else np.zeros((0, *self.frame_shape), np.float32)
-
-
-@dataclass
-class Camera:
-    """Linear camera model: photons = (ADU - baseline) · e_per_adu / em_gain / qe."""
-
-    baseline: float = 0.0
-    e_per_adu: float = 1.0
-    em_gain: float = 1.0
-    qe: float = 1.0
-
-    def to_photons(self, adu: np.ndarray) -> np.ndarray:
-        return ((adu - self.baseline) * (self.e_per_adu / (self.em_gain * self.qe))).astype(np.float32)
 
 
 @dataclass
@@ -155,8 +144,8 @@ def predict_movie(
     aux_t = None if aux is None else torch.from_numpy(np.asarray(aux, np.float32)).to(device)
 
     def load(lo: int, hi: int) -> np.ndarray:
-        a = camera.to_photons(movie.read(lo, hi))
-        b = None if second is None else camera.to_photons(second.read(lo, hi))
+        a = camera.inverse(movie.read(lo, hi))
+        b = None if second is None else camera.inverse(second.read(lo, hi))
         return split.split(a, b)
 
     with torch.no_grad():

@@ -4,8 +4,8 @@ Input
     ``frames``: ``(B, T, C, H, W)`` float32, photons already divided by the model's ``input_scale``
     (design §6 frames, one temporal window of ``T`` = 1 or 3 frames centred on the predicted frame).
     ``aux``: ``(B, A, H, W)`` transformation indicator maps (``A = 2·(C-1)``: per non-reference channel
-    the x and y displacement, in pixels, from the reference channel to that channel; see
-    :func:`indicator_maps`). Single-channel models have ``A = 0``.
+    the x and y displacement, in pixels / 10, from the reference channel to that channel; see
+    :func:`algorithms.decode_plex.samples.aux_maps`). Single-channel models have ``A = 0``.
 
 Stages
     1. *shared* U-Net, applied to every (frame, channel) slice: input = the slice (1 map) + the indicator
@@ -34,10 +34,9 @@ Sizes (``DecodePlexNet.n_parameters()``; biplane C=2, T=3 / single C=1, T=1):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch convention
 from torch import nn
@@ -218,39 +217,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
         flat = F.pad(x.reshape(1, -1, h, w), (0, pw, 0, ph), mode="replicate")
         x = flat.reshape(*lead, h + ph, w + pw)
     return x, (h, w)
-
-
-@dataclass
-class ChannelTransform:
-    """Affine map from reference-channel pixel coordinates to this channel's: r_c = A · r_ref + t (px)."""
-
-    matrix: np.ndarray = field(default_factory=lambda: np.eye(2))
-    shift_px: np.ndarray = field(default_factory=lambda: np.zeros(2))
-
-    def apply(self, xy: np.ndarray) -> np.ndarray:
-        return xy @ np.asarray(self.matrix).T + np.asarray(self.shift_px)
-
-
-INDICATOR_SCALE_PX = 10.0  # indicator maps are displacements / 10 px, so typical values are O(1)
-
-
-def indicator_maps(
-    transforms: list[ChannelTransform], shape: tuple[int, int], origin_px: tuple[float, float] = (0.0, 0.0)
-) -> np.ndarray:
-    """Transformation indicator ``(2·(C-1), H, W)``: for each non-reference channel, x then y displacement.
-
-    ``origin_px`` is the (x, y) of the ROI's first pixel on the reference camera, so a model trained on
-    ROIs sampled across the chip sees the displacement of the ROI it is fitting. ``transforms[0]`` is the
-    reference channel and is ignored.
-    """
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    ref = np.stack([xx.ravel() + origin_px[0], yy.ravel() + origin_px[1]], axis=1)
-    maps = []
-    for tr in transforms[1:]:
-        d = (tr.apply(ref) - ref) / INDICATOR_SCALE_PX
-        maps += [d[:, 0].reshape(h, w), d[:, 1].reshape(h, w)]
-    return np.asarray(maps, dtype=np.float32).reshape(len(maps), h, w)
 
 
 def select_device(prefer: str | None = None) -> torch.device:

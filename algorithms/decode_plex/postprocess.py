@@ -4,7 +4,8 @@
   its 3×3 neighbourhood; its *integrated* probability is the 3×3 sum (clipped to 1), which collects
   the mass a hard case spreads over neighbours. Candidates with integrated probability ≥
   ``prob_threshold`` become localizations at pixel centre + predicted offset (design §6 table: nm,
-  0-based frames, x along columns; pixel j spans [j, j+1)·px, so its centre is (j + 0.5)·px).
+  0-based frames, x along columns; pixel j spans [j, j+1)·px, so its centre is (j + 0.5)·px), by
+  default averaged over the 3×3 neighbourhood with weights probability / σ² (:func:`neighbourhood_positions`).
 - :func:`filter_table`: probability and σ filters.
 - :func:`debias`: sub-pixel histogram equalisation per z slab (default 50 nm), each localization's
   weight in the histogram being 1/σ² (precise ones define the histogram).
@@ -36,10 +37,36 @@ def integrated_probability(prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return is_max, summed.clamp(max=1.0)
 
 
+def neighbourhood_positions(out: dict[str, torch.Tensor], n_ph: int) -> torch.Tensor:
+    """(N, 2, H, W) x, y (px) per pixel: the average of the 3×3 neighbourhood's predicted positions
+    (pixel centre + offset), each weighted by its probability / σ² on that axis.
+
+    Several pixels around an emitter predict its position with independent-ish errors; averaging them
+    with their own precisions is less noisy than the one peak pixel's offset and, being a weighted mean
+    of unbiased estimates, adds no bias.
+    """
+    off, sig, prob = out["offset"].float(), out["sigma"].float(), out["prob"].float().sum(1, keepdim=True)
+    _, _, h, w = off.shape
+    xs = torch.arange(w, dtype=off.dtype, device=off.device).view(1, 1, w) + 0.5
+    ys = torch.arange(h, dtype=off.dtype, device=off.device).view(1, h, 1) + 0.5
+    pos = torch.stack([off[:, 0] + xs, off[:, 1] + ys], dim=1)
+    wgt = prob / sig[:, n_ph : n_ph + 2].clamp(min=1e-3) ** 2
+    num = F.avg_pool2d(pos * wgt, 3, stride=1, padding=1)
+    den = F.avg_pool2d(wgt, 3, stride=1, padding=1).clamp(min=1e-12)
+    return num / den
+
+
 def extract(
-    out: dict[str, torch.Tensor], cfg: ModelConfig, prob_threshold: float = 0.5, frame_offset: int = 0
+    out: dict[str, torch.Tensor], cfg: ModelConfig, prob_threshold: float = 0.5, frame_offset: int = 0,
+    position: str = "weighted",
 ) -> LocTable:
-    """Localizations of a batch of outputs; output sample n is frame ``frame_offset + n``."""
+    """Localizations of a batch of outputs; output sample n is frame ``frame_offset + n``.
+
+    ``position``: ``"weighted"`` (default) takes x, y from :func:`neighbourhood_positions`; ``"peak"`` takes
+    the peak pixel's own offset.
+    """
+    if position not in ("weighted", "peak"):
+        raise ValueError("position must be 'weighted' or 'peak'")
     with torch.no_grad():
         is_max, p_int = integrated_probability(out["prob"].float())
         det = is_max & (p_int >= prob_threshold)
@@ -52,10 +79,14 @@ def extract(
         off, sig = at("offset"), at("sigma")
         n_ph = cfg.n_photons
         ph = at("photons") * cfg.photon_scale
+        if position == "weighted":
+            xy = neighbourhood_positions(out, n_ph)[n_idx, :, i_idx, j_idx].cpu().numpy()
+        else:
+            xy = np.stack([j_idx.cpu().numpy() + 0.5 + off[:, 0], i_idx.cpu().numpy() + 0.5 + off[:, 1]], axis=1)
         cols: dict[str, Any] = {
             "frame": (n_idx + frame_offset).cpu().numpy(),
-            "x": (j_idx.cpu().numpy() + 0.5 + off[:, 0]) * px_x,
-            "y": (i_idx.cpu().numpy() + 0.5 + off[:, 1]) * px_y,
+            "x": xy[:, 0] * px_x,
+            "y": xy[:, 1] * px_y,
             "photons": ph.sum(1),
             "prob": p_int[n_idx, k_idx, i_idx, j_idx].cpu().numpy(),
             "sigma_x": sig[:, n_ph] * px_x,

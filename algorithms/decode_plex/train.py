@@ -8,8 +8,7 @@ configs, the calibration's sha256 and the code version (:func:`load_model` reads
 
 The sample source is any ``sampler(batch_size, seed)`` returning an object with ``frames`` (B, T, C, H,
 W) photons, ``aux``, ``targets`` (:class:`~algorithms.decode_plex.loss.Targets`) and ``truth`` (LocTable,
-frame = sample index). Until the simulation engine is wired in, the CLI uses the test stand-in
-:mod:`algorithms.decode_plex._toy`.
+frame = sample index); the CLI uses :func:`algorithms.decode_plex.samples.sample_batch` (the simulation engine).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from algorithms.decode_plex.postprocess import extract
 from algorithms.evaluation import evaluate
 from algorithms.io.table import LocTable
 
-MODEL_FORMAT = "locus.decode_plex.model/1"
+MODEL_FORMAT = "locus.decode_plex.model/2"  # 2: trained on algorithms.simulation (1: the old stand-in)
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,10 +49,12 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm
     schedule: str = "plateau"  # plateau (halve on a validation-loss plateau, as the paper) | cosine | constant
     plateau_patience: int = 3
+    warmup_steps: int = 100  # linear LR warm-up: Adam's first steps can saturate the probability head
     val_samples: int = 64
     prob_threshold: float = 0.5
     seed: int = 0
-    divergence_margin: float = 100.0  # abort when a step's loss exceeds the best epoch loss by 100·max(1, |best|)
+    divergence_margin: float = 100.0  # a step's loss above the best so far by 100·max(1, |best|) is "blown up";
+    divergence_patience: int = 20  # abort after this many blown-up steps in a row (single spikes happen)
     amp: bool = True  # bfloat16 autocast on CUDA only
     device: str | None = None  # None: CUDA if present, else CPU
     loss: LossConfig = field(default_factory=LossConfig)
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ValueError("schedule must be plateau, cosine or constant")
         if self.epochs < 1 or self.steps_per_epoch < 1 or self.batch_size < 1:
             raise ValueError("epochs, steps_per_epoch and batch_size must be ≥ 1")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be ≥ 0")
 
 
 def finite_or_none(value: Any) -> Any:
@@ -169,6 +172,8 @@ def train(
 
     val = sampler(tc.val_samples, VALIDATION_SEED_OFFSET + tc.seed)
     t0 = time.monotonic()
+    best_step = math.inf  # lowest step loss of this run: catches a blow-up inside the first epoch too
+    blown = 0  # consecutive blown-up steps
     for epoch in range(start_epoch, tc.epochs):
         net.train()
         sums: dict[str, float] = {}
@@ -181,20 +186,28 @@ def train(
                 out = net(net.prepare(frames), aux)
             out = {k: v.float() for k, v in out.items()}
             loss, parts = decode_plex_loss(out, targets, model_cfg, tc.loss)
-            if not math.isfinite(parts["total"]) or (
-                math.isfinite(best) and parts["total"] > best + tc.divergence_margin * max(1.0, abs(best))
-            ):
+            ref = min(best, best_step)
+            high = math.isfinite(ref) and parts["total"] > ref + tc.divergence_margin * max(1.0, abs(ref))
+            blown = blown + 1 if high else 0
+            if not math.isfinite(parts["total"]) or blown >= max(1, tc.divergence_patience):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch} step {s}: loss {parts['total']:.4g} "
-                    f"(best epoch loss {best:.4g}); lower the learning rate (now {opt.param_groups[0]['lr']:.3g}) "
-                    "or check the photon/background ranges of the simulation"
+                    f"(best so far {ref:.4g}, {blown} step(s) in a row far above it); lower the learning rate "
+                    f"(now {opt.param_groups[0]['lr']:.3g}) or check the photon/background ranges of the simulation"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             if not torch.isfinite(norm):
                 raise TrainingDiverged(f"gradient became non-finite at epoch {epoch} step {s}; lower the learning rate")
+            best_step = min(best_step, parts["total"])
+            warm = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
+            lrs = [g["lr"] for g in opt.param_groups]
+            for g in opt.param_groups:  # scaled for this step only: the schedulers never see the factor
+                g["lr"] *= warm
             opt.step()
+            for g, lr in zip(opt.param_groups, lrs, strict=True):
+                g["lr"] = lr
             if tc.schedule == "cosine":
                 sched.step()
             for k, v in parts.items():
@@ -231,6 +244,8 @@ def load_model(path: Path, device: torch.device | None = None) -> tuple[DecodePl
         blob = torch.load(Path(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds on a foreign file
         raise ValueError(f"{path} is not a DECODE-Plex model file ({type(exc).__name__})") from None
+    if isinstance(blob, dict) and blob.get("format") == "locus.decode_plex.model/1":
+        raise ValueError(f"{path} was trained on the retired stand-in simulator; train it again")
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a DECODE-Plex model file")
     net = DecodePlexNet(ModelConfig.from_dict(blob["model_config"]))

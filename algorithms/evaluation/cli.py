@@ -1,4 +1,5 @@
-"""``python -m algorithms.evaluation compare --truth T --pred P [--outputs DIR]`` (tables: .csv or .h5, nm)."""
+"""``python -m algorithms.evaluation compare --truth T --pred P [--outputs DIR]`` (any table format that
+:mod:`algorithms.io.formats` reads: Locus .h5, ThunderSTORM / SMLM-challenge CSV, Picasso, DECODE, SMAP)."""
 
 import argparse
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 from algorithms.cli import BadInput, atomic_output, progress, read_params
 from algorithms.evaluation.matching import AXIAL_NM, LATERAL_NM, METHODS
 from algorithms.evaluation.metrics import evaluate
-from algorithms.io.locfile import read_table
+from algorithms.io.formats import read_table
 
 
 def compare(argv):

@@ -7,9 +7,10 @@ import pytest
 import tifffile
 import torch
 
-from algorithms.decode_plex._toy import ToyConfig
-from algorithms.decode_plex.fit import Camera, ChannelSplit, Movie, predict_movie, windows
-from algorithms.decode_plex.model import DecodePlexNet, indicator_maps
+from algorithms.decode_plex.fit import ChannelSplit, Movie, predict_movie, windows
+from algorithms.decode_plex.model import DecodePlexNet
+from algorithms.decode_plex.samples import SampleConfig, aux_maps
+from algorithms.simulation.camera import Camera, camera_from_params
 
 
 @pytest.fixture
@@ -37,9 +38,9 @@ def test_mismatched_files_are_refused(tmp_path, stack):
         Movie([*paths, tmp_path / "c.tif"])
 
 
-def test_camera_converts_adu_to_photons():
-    cam = Camera(baseline=100.0, e_per_adu=0.5, em_gain=10.0, qe=0.9)
-    assert cam.to_photons(np.array([100.0, 280.0])) == pytest.approx([0.0, 180 * 0.5 / 9.0])
+def test_the_models_camera_converts_adu_to_photons():
+    cam = camera_from_params({"kind": "emccd", "baseline": 100.0, "e_per_adu": 0.5, "em_gain": 10.0, "qe": 0.9})
+    assert cam.inverse(np.array([100.0, 280.0])) == pytest.approx([0.0, 180 * 0.5 / 9.0])
 
 
 def test_two_halves_split_with_mirror_and_shift():
@@ -61,7 +62,7 @@ def test_windows_clamp_at_the_ends_and_use_neighbours_across_chunks():
 
 
 def test_chunked_prediction_equals_one_pass_for_a_window_3_two_camera_model(tmp_path):
-    toy = ToyConfig(mode="multicolor", channels=2, window=3, height=12, width=16, shifts_px=[(0, 0), (0.5, 0.0)])
+    toy = SampleConfig(mode="multicolor", channels=2, window=3, frame_size=(12, 16), shifts_px=[(0, 0), (0.5, 0.0)])
     torch.manual_seed(0)
     net = DecodePlexNet(toy.model_config(features=4, depth=1)).eval()
     with torch.no_grad():
@@ -71,7 +72,7 @@ def test_chunked_prediction_equals_one_pass_for_a_window_3_two_camera_model(tmp_
     b = rng.poisson(50, (9, 12, 16)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", a)
     tifffile.imwrite(tmp_path / "b.tif", b)
-    aux = indicator_maps(toy.transforms(), (12, 16))
+    aux = aux_maps(toy.geometry(), (12, 16))
     kw = dict(camera=Camera(), split=ChannelSplit(2), aux=aux, second=Movie([tmp_path / "b.tif"]), batch_size=2)
     whole = predict_movie(net, Movie([tmp_path / "a.tif"]), chunk=100, **kw)
     pieces = predict_movie(net, Movie([tmp_path / "a.tif"]), chunk=4, **kw)

@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from algorithms.decode_plex._toy import ToyConfig, sample_batch
 from algorithms.decode_plex.loss import LossConfig, Targets, decode_plex_loss
 from algorithms.decode_plex.model import SIGMA_MAX, SIGMA_MIN, DecodePlexNet, ModelConfig, pad_to_multiple
+from algorithms.decode_plex.samples import SampleConfig, sample_batch
 
 MODES = [
-    ToyConfig(),
-    ToyConfig(three_d=True),
-    ToyConfig(mode="biplane", channels=2, window=3, three_d=True, shifts_px=[(0, 0), (1.5, -0.5)]),
-    ToyConfig(mode="multicolor", channels=2, window=3, three_d=True, dye_ratios=[0.21, 0.02]),
+    SampleConfig(),
+    SampleConfig(three_d=True),
+    SampleConfig(mode="biplane", channels=2, window=3, three_d=True, shifts_px=[(0, 0), (1.5, -0.5)]),
+    SampleConfig(mode="multicolor", channels=2, window=3, three_d=True, dye_ratios=[0.21, 0.02]),
 ]
 
 
@@ -27,7 +27,7 @@ def test_outputs_have_documented_shapes_and_bounds(toy, per_channel):
     net = DecodePlexNet(cfg)
     batch = sample_batch(toy, 2, seed=1)
     out = net(net.prepare(batch.frames), batch.aux)
-    c, h, w = toy.channels, toy.height, toy.width
+    c, (h, w) = toy.channels, toy.frame_size
     n_ph = c if toy.mode == "multicolor" else 1
     dims = 2 + int(toy.three_d)
     assert out["prob"].shape == (2, 1, h, w)
@@ -168,7 +168,7 @@ def test_empty_frames_penalised_by_default_and_ignorable():
 
 def test_tiny_model_overfits_fixed_frames():
     torch.manual_seed(0)
-    toy = ToyConfig(height=16, width=16, emitters_per_frame=2.0)
+    toy = SampleConfig(frame_size=(16, 16), density_per_um2=0.8)
     cfg = toy.model_config(features=8, depth=1)
     net = DecodePlexNet(cfg)
     batch = sample_batch(toy, 4, seed=5)

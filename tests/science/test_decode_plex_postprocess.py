@@ -44,9 +44,25 @@ def test_extract_places_emitters_at_pixel_centre_plus_offset_in_nm():
     assert t["y"][1] == pytest.approx((5 + 0.5 - 0.1) * 110.0)
     assert t["z"][1] == pytest.approx(0.5 * 600.0)
     assert t["prob"][1] == pytest.approx(0.9) and t["prob"][0] == pytest.approx(0.65)
-    assert t["x"][0] == pytest.approx(4.5 * 100.0)
+    # default position: the 3×3 average weighted by probability / σ² (σ equal here) — between the two pixels
+    assert t["x"][0] == pytest.approx((0.3 * 350.0 + 0.35 * 450.0) / 0.65, rel=1e-5)
+    peak = extract(out, cfg, prob_threshold=0.5, frame_offset=10, position="peak")
+    assert sorted(peak["x"]) == pytest.approx(sorted([450.0, (7 + 0.5 + 0.2) * 100.0]))
     assert t["photons"][0] == pytest.approx(500.0) and t["bg"][0] == pytest.approx(20.0)
     assert t["sigma_x"][0] == pytest.approx(0.2 * 100.0) and t["sigma_z"][0] == pytest.approx(0.2 * 600.0)
+
+
+def test_weighted_position_trusts_the_more_precise_neighbour():
+    cfg = ModelConfig(three_d=False)
+    out = blank_outputs(cfg)
+    out["prob"][0, 0, 4, 4], out["prob"][0, 0, 4, 5] = 0.6, 0.3
+    out["offset"][0, 0, 4, 4], out["offset"][0, 0, 4, 5] = 0.3, -0.5  # predict x = 4.8 and 5.0 px
+    out["sigma"][0, 1, 4, 4], out["sigma"][0, 1, 4, 5] = 0.1, 0.05  # the neighbour is twice as precise
+    x = extract(out, cfg, prob_threshold=0.5)["x"][0] / 100.0
+    w0, w1 = 0.6 / 0.1**2, 0.3 / 0.05**2
+    assert x == pytest.approx((w0 * 4.8 + w1 * 5.0) / (w0 + w1), rel=1e-5)
+    with pytest.raises(ValueError, match="position"):
+        extract(out, cfg, position="centre")
 
 
 def test_equal_neighbours_give_one_detection():

@@ -1,11 +1,12 @@
 """Training learns to detect isolated emitters; resume reproduces the uninterrupted run; the CLIs run through.
 
-Samples come from the Gaussian-PSF stand-in (`algorithms.decode_plex._toy`) until the simulation engine is
-wired in. Everything runs on CPU with one torch thread.
+Samples come from the simulation engine (`algorithms.decode_plex.samples` → `algorithms.simulation`); the movie
+the fit CLI reads is a simulated ADU movie of the same engine. Everything runs on CPU with one torch thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,17 +18,20 @@ import tifffile
 import torch
 
 from algorithms.cli import run_main
-from algorithms.decode_plex._toy import ToyConfig, sample_batch
 from algorithms.decode_plex.cli import fit_main, train_main
 from algorithms.decode_plex.model import DecodePlexNet
 from algorithms.decode_plex.postprocess import extract
-from algorithms.decode_plex.train import TrainConfig, TrainingDiverged, load_model, train
+from algorithms.decode_plex.samples import SampleConfig, sample_batch
+from algorithms.decode_plex.train import TrainConfig, TrainingDiverged, load_model, step_seed, train
 from algorithms.evaluation import evaluate
-from algorithms.io.locfile import read_table, write_table
+from algorithms.io.formats import read_table, write_table
 from algorithms.io.table import LocTable
+from algorithms.simulation.render import simulate
 
 REPO = Path(__file__).resolve().parents[2]
-TOY = ToyConfig(height=32, width=32, emitters_per_frame=2.0, photons=(2000.0, 6000.0), bg=(20.0, 50.0))
+CAMERA = {"kind": "perfect", "baseline": 100.0, "e_per_adu": 0.5}  # ADU = photons · 2 + 100
+TOY = SampleConfig(frame_size=(32, 32), density_per_um2=0.2, photons=(2000.0, 6000.0), bg=(20.0, 50.0),
+                   camera=CAMERA)
 
 
 def quiet(*args, **kwargs):
@@ -39,9 +43,10 @@ def trained(tmp_path_factory):
     """A tiny model trained for 200 steps (~30 s on one busy core)."""
     out = tmp_path_factory.mktemp("model")
     cfg = TOY.model_config(features=8, depth=2)
-    tc = TrainConfig(epochs=4, steps_per_epoch=50, batch_size=8, lr=3e-3, schedule="cosine", val_samples=16, seed=0)
+    tc = TrainConfig(epochs=4, steps_per_epoch=50, batch_size=8, lr=3e-3, schedule="cosine", val_samples=16, seed=0,
+                     warmup_steps=0)  # 200 steps only; the resume test runs with the default warm-up
     blob = train(cfg, tc, lambda b, s: sample_batch(TOY, b, s), out, report=quiet,
-                 extra={"camera": {"baseline": 100.0, "e_per_adu": 0.5}, "calibration_sha256": "0" * 64})
+                 extra={"camera": CAMERA, "simulation": TOY.to_dict(), "calibration_sha256": "0" * 64})
     return out / "model.pt", blob
 
 
@@ -79,7 +84,7 @@ def test_model_file_holds_weights_config_calibration_and_code_version(trained):
 
 
 def test_resume_from_checkpoint_reaches_the_same_state(tmp_path):
-    toy = ToyConfig(height=16, width=16, emitters_per_frame=1.0)
+    toy = SampleConfig(frame_size=(16, 16), density_per_um2=0.4)
     cfg = toy.model_config(features=8, depth=1)
     sampler = lambda b, s: sample_batch(toy, b, s)  # noqa: E731
     tc = TrainConfig(epochs=2, steps_per_epoch=4, batch_size=4, lr=1e-3, val_samples=4, schedule="plateau")
@@ -93,7 +98,7 @@ def test_resume_from_checkpoint_reaches_the_same_state(tmp_path):
 
 
 def test_divergence_aborts_with_a_clear_message(tmp_path):
-    toy = ToyConfig(height=16, width=16, emitters_per_frame=1.0)
+    toy = SampleConfig(frame_size=(16, 16), density_per_um2=0.4)
     cfg = toy.model_config(features=8, depth=1)
 
     def poisoned(b, s):
@@ -107,6 +112,25 @@ def test_divergence_aborts_with_a_clear_message(tmp_path):
         train(cfg, tc, poisoned, tmp_path, report=quiet)
 
 
+def test_a_blow_up_inside_the_first_epoch_aborts(tmp_path):
+    """A dead network (e.g. every probability saturated at 1) must not train on silently for hours."""
+    toy = SampleConfig(frame_size=(16, 16), density_per_um2=0.8)
+    cfg = toy.model_config(features=8, depth=1)
+
+    def blows_up(b, s):
+        batch = sample_batch(toy, b, s)
+        if s in spikes:  # absurd targets: the loss jumps by orders of magnitude
+            batch.targets.photons *= 1e6
+        return batch
+
+    tc = TrainConfig(epochs=1, steps_per_epoch=8, batch_size=2, val_samples=2, divergence_patience=3)
+    spikes = {step_seed(0, 3), step_seed(0, 5)}  # single spikes: training goes on
+    train(cfg, tc, blows_up, tmp_path / "spikes", report=quiet)
+    spikes = {step_seed(0, s) for s in range(3, 8)}  # from the fourth step on: the third in a row aborts
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 0 step 5"):
+        train(cfg, tc, blows_up, tmp_path / "dead", report=quiet)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
@@ -114,11 +138,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def movie(tmp_path_factory):
+    """30 frames of ADU simulated by the engine with the model's camera, and their truth (ThunderSTORM CSV)."""
     folder = tmp_path_factory.mktemp("movie")
-    batch = sample_batch(TOY, 30, seed=4242)
-    adu = batch.frames[:, 0, 0].numpy() * 2.0 + 100.0  # camera: 0.5 e-/ADU, baseline 100
-    tifffile.imwrite(folder / "movie.tif", adu.astype(np.uint16))
-    write_table(batch.truth, folder / "truth.csv")
+    sim = dataclasses.replace(TOY.simulation_config(4242), n_frames=30)
+    res = simulate(sim)
+    tifffile.imwrite(folder / "movie.tif", np.rint(res.adu[:, 0]).astype(np.uint16))
+    truth = res.truth.select(res.truth["photons"] >= TOY.min_target_photons)  # what training calls a target
+    write_table(truth, folder / "truth.csv")
     return folder
 
 
@@ -142,7 +168,7 @@ def test_fit_cli_finds_emitters_and_compare_cli_scores_them(trained, movie, tmp_
     assert metrics["jaccard"] >= 0.6, metrics  # ADU → photons with the model's camera, then the same net
 
 
-@pytest.mark.parametrize("case", ["other_calibration", "corrupt_tiff", "zero_frames", "odd_split", "not_a_model"])
+@pytest.mark.parametrize("case", ["other_calibration", "corrupt_tiff", "zero_frames", "frames_too_small", "not_a_model"])
 def test_bad_fit_inputs_exit_2_with_one_line(trained, movie, tmp_path, case, capsys):
     model_path, _ = trained
     frames = movie / "movie.tif"
@@ -158,7 +184,7 @@ def test_bad_fit_inputs_exit_2_with_one_line(trained, movie, tmp_path, case, cap
         frames = tmp_path / "empty.tif"
         with pytest.warns(UserWarning):  # tifffile warns about writing an empty stack; that is the point
             tifffile.imwrite(frames, np.zeros((0, 32, 32), np.uint16))
-    elif case == "odd_split":
+    elif case == "frames_too_small":
         frames = tmp_path / "tiny.tif"
         tifffile.imwrite(frames, np.zeros((2, 3, 3), np.uint16))
     elif case == "not_a_model":
@@ -184,8 +210,7 @@ def test_train_cli_rejects_bad_params(tmp_path, capsys):
 @pytest.mark.slow
 def test_longer_training_localizes_below_a_third_of_a_pixel(tmp_path):
     """~1000 steps (several minutes on one core): sub-pixel precision, not just detection."""
-    toy = ToyConfig(height=32, width=32, emitters_per_frame=1.5, photons=(2000.0, 8000.0), bg=(30.0, 70.0),
-                    margin_px=2.0)
+    toy = SampleConfig(frame_size=(32, 32), density_per_um2=0.15, photons=(2000.0, 8000.0), bg=(30.0, 70.0))
     cfg = toy.model_config(features=16, depth=2)
     tc = TrainConfig(epochs=10, steps_per_epoch=100, batch_size=16, lr=2e-3, schedule="cosine", val_samples=32)
     train(cfg, tc, lambda b, s: sample_batch(toy, b, s), tmp_path, report=quiet)

@@ -148,7 +148,7 @@ def test_compare_cli_writes_metrics_and_refuses_missing_tables(tmp_path, capsys)
 
     from algorithms.cli import run_main
     from algorithms.evaluation.cli import compare
-    from algorithms.io.locfile import write_table
+    from algorithms.io.formats import write_table
 
     truth = random_truth(50, seed=9)
     write_table(truth, tmp_path / "t.csv")
@@ -160,4 +160,4 @@ def test_compare_cli_writes_metrics_and_refuses_missing_tables(tmp_path, capsys)
     capsys.readouterr()
     assert run_main(compare, ["--truth", str(tmp_path / "missing.csv"), "--pred", str(tmp_path / "p.h5")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "not found" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and "missing.csv: no such file" in err and len(err.strip().splitlines()) == 1
