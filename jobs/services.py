@@ -437,7 +437,7 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
     return states.complete(
         attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
         reason=clean_text(str(data.get("reason") or "")), cpu_seconds=seconds["cpu_seconds"],
-        gpu_seconds=seconds["gpu_seconds"], register_outputs=register,
+        gpu_seconds=seconds["gpu_seconds"], register_outputs=register, handback=data.get("handback") is True,
     )
 
 
@@ -466,7 +466,7 @@ def flag_unschedulable() -> int:
 
 def redispatch_stale(age: timedelta | None = None) -> int:
     """Re-send queued jobs whose message may be lost (broker restart, failed send). Duplicates are harmless."""
-    age = age or timedelta(seconds=max(60, 4 * settings.LOCUS_SWEEP_SECONDS))
+    age = age or timedelta(seconds=max(settings.LOCUS_REDISPATCH_SECONDS, 4 * settings.LOCUS_SWEEP_SECONDS))
     cutoff = timezone.now() - age
     stale = Job.objects.filter(status=Job.Status.QUEUED, cancel_requested=False).exclude(dispatched_at__gt=cutoff)
     count = 0

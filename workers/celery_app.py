@@ -61,10 +61,13 @@ def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = Fa
     """Build the Celery app for these queues; `gpu` turns on one task per child (design §4)."""
     url = default_broker_url(broker_url)
     app = Celery("locus-worker", broker=url, set_as_current=True)
+    visibility_s = int(os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S)
     transport_options: dict[str, Any] = {
-        "visibility_timeout": int(
-            os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S
-        ),
+        "visibility_timeout": visibility_s,
+        # kombu scans for messages past their visibility timeout only every interval × throttle seconds
+        # (100 s by default); tie the scan to the timeout so a short one (tests) takes effect.
+        "unacked_restore_interval": max(1, min(60, visibility_s // 4)),
+        "unacked_restore_throttle": 1,
     }
     if url.startswith("filesystem://"):
         folder = broker_dir()

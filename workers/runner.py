@@ -111,6 +111,8 @@ class AttemptRun:
         self._log_buffer: list[str] = []
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=5)
         self._threads: list[threading.Thread] = []
+        # When the last heartbeat that the portal accepted was *sent*: the lease runs from about then.
+        self._lease_ok_at = time.monotonic()
         self.cpu_seconds = 0.0
         self.wall_s = 0.0
 
@@ -182,6 +184,10 @@ class AttemptRun:
             failure_class = "input" if exit_code == 2 else "algorithm"
             tail = self._stderr_tail[-1] if self._stderr_tail else ""
             reason = f"exit code {exit_code}" + (f": {tail}" if tail else "")
+            if self._scratch_full():
+                # The job died because this machine's scratch disk is full, not because of its code or input:
+                # another worker may well have the room, so it is retried there.
+                failure_class, reason = "infrastructure", f"disk full under the worker's scratch dir; {reason}"
             return self._complete(exit_code, failure_class, reason[:1000])
         try:
             outputs = self._upload_outputs(outputs_dir)
@@ -279,6 +285,7 @@ class AttemptRun:
         deadline = self._started + float(timeout) if timeout else None
         ended_by = None
         while not self._reap(proc, block=False):
+            self._check_lease()
             if self.over.is_set():
                 ended_by = "conflict"
             elif self.cancelled.is_set():
@@ -329,6 +336,7 @@ class AttemptRun:
             # A symlink could point at any file on this machine: never upload through one.
             if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(root):
                 continue
+            self._check_lease()
             if self.over.is_set():
                 raise Conflict("attempt is over")
             name = path.relative_to(outputs_dir).as_posix()
@@ -359,6 +367,8 @@ class AttemptRun:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "gpu_seconds": round(self.wall_s * gpus_used, 3),
         }
+        if ended_by == "shutdown":
+            result["handback"] = True  # not the job's fault: the portal requeues it without using an attempt
         outcome = Outcome(
             completed=True,
             exit_code=exit_code,
@@ -385,6 +395,27 @@ class AttemptRun:
             )
             outcome.completed = False
         return outcome
+
+    def _check_lease(self) -> None:
+        """Self-fencing: with no accepted heartbeat for a whole lease, the portal has (or soon will have)
+        declared this attempt lost and handed the job to another worker. Stop now rather than run on and
+        race the new attempt; nothing is uploaded (the portal would refuse it anyway: stale fencing token)."""
+        if not self.over.is_set() and time.monotonic() - self._lease_ok_at > self.lease_s:
+            log.warning(
+                "attempt %s: no heartbeat accepted for %.0f s (the lease); giving the attempt up",
+                self.attempt_id,
+                self.lease_s,
+            )
+            self.over.set()
+
+    def _scratch_full(self) -> bool:
+        """True when the job's stderr says ENOSPC or the scratch filesystem has (almost) no room left."""
+        if any("No space left on device" in line for line in self._stderr_tail):
+            return True
+        try:
+            return shutil.disk_usage(self.dir).free < 64 * 1024
+        except OSError:
+            return False
 
     # -- threads ------------------------------------------------------------------------------------------
     def _start_thread(self, target: Any, name: str, *args: Any) -> threading.Thread:
@@ -438,6 +469,7 @@ class AttemptRun:
     def _heartbeat_loop(self) -> None:
         interval = max(self.settings.min_heartbeat_s, self.lease_s / 3)
         while not self._stop.wait(interval):
+            sent_at = time.monotonic()
             try:
                 answer = self.client.attempt_heartbeat(self.attempt_id, self.fencing_token, self._progress)
             except Conflict as exc:
@@ -447,6 +479,7 @@ class AttemptRun:
             except PortalError as exc:
                 log.warning("attempt %s: heartbeat failed (%s); trying again", self.attempt_id, exc)
                 continue
+            self._lease_ok_at = max(self._lease_ok_at, sent_at)
             if answer.get("directive") == "cancel" and not self.cancelled.is_set():
                 log.info("attempt %s: the portal asks to cancel", self.attempt_id)
                 self.cancelled.set()

@@ -67,6 +67,8 @@ class CompleteRequest(serializers.Serializer):
     outputs = ReportedOutput(many=True, required=False)
     cpu_seconds = serializers.FloatField(required=False)
     gpu_seconds = serializers.FloatField(required=False)
+    handback = serializers.BooleanField(required=False, help_text="the worker is shutting down: requeue the job "
+                                        "without using one of its max_attempts")
 
 
 class WorkerTokenAuthentication(authentication.TokenAuthentication):
