@@ -338,10 +338,10 @@ def trial_partition(ch: Chaos) -> TrialResult:
     proxy.cut()
     problems = []
     try:
-        wait_until(lambda: "giving the attempt up" in agent.output(), 4 * ch.lease_s,
-                   "the cut-off agent to give the attempt up")
-        wait_until(lambda: f"attempt {attempt}: ended without complete" in agent.output(), 30,
+        wait_until(lambda: "stopping the job (conflict)" in agent.output(), 4 * ch.lease_s,
                    "the cut-off agent to stop its job")
+        wait_until(lambda: f"attempt {attempt}: ended without complete" in agent.output(), 30,
+                   "the cut-off agent to give the attempt up")
     except TimeoutError as exc:
         problems.append(str(exc))
     finally:

@@ -60,7 +60,11 @@ def validate_queues(names: list[str]) -> list[str]:
 def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = False) -> Celery:
     """Build the Celery app for these queues; `gpu` turns on one task per child (design §4)."""
     url = default_broker_url(broker_url)
-    app = Celery("locus-worker", broker=url, set_as_current=True)
+    # Celery lets $CELERY_BROKER_URL override the broker given here, and loads Django (its fixup) whenever
+    # $DJANGO_SETTINGS_MODULE is set — which can silently point the agent at another broker. The resolved
+    # URL wins (the runner keeps it out of the job's environment), and no fixups: the agent is Django-free.
+    os.environ["CELERY_BROKER_URL"] = url
+    app = Celery("locus-worker", broker=url, set_as_current=True, fixups=[])
     visibility_s = int(os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S)
     transport_options: dict[str, Any] = {
         "visibility_timeout": visibility_s,

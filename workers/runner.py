@@ -44,6 +44,7 @@ class InfrastructureError(Exception):
 class RunnerSettings:
     scratch: Path
     grace_s: float = 10.0  # SIGTERM → SIGKILL
+    drain_s: float = 0.0  # at agent shutdown, how long a running job may go on to finish by itself
     log_interval_s: float = 1.0  # log batching period
     min_heartbeat_s: float = 0.5  # floor for lease_s / 3 (a tiny lease must not spin)
     poll_s: float = 0.1  # how often the wait loop looks at the child and the flags
@@ -176,6 +177,7 @@ class AttemptRun:
             # KillMode signals the whole cgroup). Give our own signal handler a moment to say so.
             self.settings.shutdown.wait(0.5)
         if ended_by == "shutdown" or (exit_code < 0 and self.settings.shutdown.is_set()):
+            # Handed back: the portal requeues the job at once, without using one of its max_attempts.
             return self._complete(exit_code, "infrastructure", "worker shutting down", ended_by="shutdown")
         if ended_by == "timeout":
             timeout = self.spec.get("timeout_s")
@@ -284,13 +286,19 @@ class AttemptRun:
         timeout = self.spec.get("timeout_s")
         deadline = self._started + float(timeout) if timeout else None
         ended_by = None
+        drain_until: float | None = None  # set when the agent starts shutting down
         while not self._reap(proc, block=False):
             self._check_lease()
+            if drain_until is None and self.settings.shutdown.is_set():
+                drain_until = time.monotonic() + self.settings.drain_s
+                if self.settings.drain_s > 0:
+                    log.info("attempt %s: shutting down; the job has %.0f s to finish", self.attempt_id,
+                             self.settings.drain_s)
             if self.over.is_set():
                 ended_by = "conflict"
             elif self.cancelled.is_set():
                 ended_by = "cancel"
-            elif self.settings.shutdown.is_set():
+            elif drain_until is not None and time.monotonic() >= drain_until:
                 ended_by = "shutdown"
             elif deadline is not None and time.monotonic() >= deadline:
                 ended_by = "timeout"
