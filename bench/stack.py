@@ -340,6 +340,8 @@ class Stack:
         return proc
 
     def start_portal(self) -> None:
+        # gunicorn closes idle keep-alive connections after 2 s by default; a client polling every 1-3 s then
+        # races the close and sees a reset. Deployments keep them longer than clients idle.
         self.start("portal", [sys.executable, "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{self.port}",
                               "-w", str(self.web_workers), "--threads", str(self.web_threads), "--timeout", "60",
                               "--keep-alive", "75"])

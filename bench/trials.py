@@ -342,11 +342,15 @@ def trial_partition(ch: Chaos) -> TrialResult:
                    "the cut-off agent to stop its job")
         wait_until(lambda: f"attempt {attempt}: ended without complete" in agent.output(), 30,
                    "the cut-off agent to give the attempt up")
+        wait_until(lambda: ch.sql("SELECT 1 FROM jobs_attempt WHERE id = %s AND status = 'lost'", attempt),
+                   4 * ch.lease_s, "the portal to declare the attempt lost")
     except TimeoutError as exc:
         problems.append(str(exc))
     finally:
-        ch.wait_running(job, timeout=60, number=2) if not problems else None
-        proxy.heal()  # the network comes back while the new attempt runs: the old one must stay quiet
+        # The network comes back (while the new attempt may run): the old attempt must stay quiet. The
+        # cut-off agent may hold the job's new message meanwhile (its claim cannot get through); it claims
+        # once healed, or hands the message back.
+        proxy.heal()
     (v,) = ch.settle([job], timeout=90)
     first = next((a for a in v.attempts if a["id"] == attempt), {})
     if first.get("status") != "lost":
@@ -427,9 +431,10 @@ def send_duplicates(broker_url: str, job_id: str, queue: str, copies: int) -> No
     from celery import Celery
     from kombu import Queue
 
-    app = Celery("chaos-sender", broker=broker_url, set_as_current=False)
+    app = Celery("chaos-sender", broker=broker_url, set_as_current=False, fixups=[])
     app.conf.update(task_serializer="json", accept_content=["json"])
-    with app.connection_for_write() as conn:
+    # The URL is passed explicitly: Celery would otherwise prefer $CELERY_BROKER_URL (a test's settings).
+    with app.connection_for_write(broker_url) as conn:
         for _ in range(copies):
             app.send_task("locus.run_job", args=[job_id], queue=Queue(queue, routing_key=queue),
                           routing_key=queue, connection=conn)

@@ -40,6 +40,11 @@ class InfrastructureError(Exception):
     """Trouble on this machine or on the way (download check, disk full, upload): the portal retries it."""
 
 
+class InputChanged(Exception):
+    """An input's stored bytes no longer match the checksum taken at upload, download after download: the
+    file changed in storage. Retrying cannot help, so this is an `input` failure with a one-line reason."""
+
+
 @dataclass
 class RunnerSettings:
     scratch: Path
@@ -153,6 +158,8 @@ class AttemptRun:
             if self.over.is_set():
                 return Outcome(completed=False, ended_by="conflict", reason="attempt is over")
             return self._complete(None, "infrastructure", str(exc))
+        except InputChanged as exc:
+            return self._complete(None, "input", str(exc))
         except Conflict:
             return Outcome(completed=False, ended_by="conflict", reason="attempt is over")
         if ended := self._ended_before_start():
@@ -229,16 +236,27 @@ class AttemptRun:
         slot_dir = inputs_dir / _safe_part(item.get("slot", "inputs"), "slot")
         slot_dir.mkdir(exist_ok=True)
         dest = slot_dir / _safe_part(item.get("name", ""), "input file")
-        try:
-            size, sha256 = self.client.download(item["url"], dest)
-        except Conflict:
-            raise InfrastructureError(f"download of {dest.name} refused (409)") from None
-        except PortalError as exc:
-            raise InfrastructureError(f"download of {dest.name} failed: {exc}") from None
-        if item.get("size") is not None and size != int(item["size"]):
-            raise InfrastructureError(f"download of {dest.name}: got {size} bytes, expected {item['size']}")
-        if item.get("sha256") and sha256 != str(item["sha256"]).lower():
-            raise InfrastructureError(f"download of {dest.name}: sha256 {sha256} does not match the manifest")
+        want_size = int(item["size"]) if item.get("size") is not None else None
+        want_sha = str(item.get("sha256") or "").lower()
+        seen: list[tuple[int, str]] = []
+        for _ in range(2):  # a second download tells a damaged transfer from bytes that changed in storage
+            try:
+                size, sha256 = self.client.download(item["url"], dest)
+            except Conflict:
+                raise InfrastructureError(f"download of {dest.name} refused (409)") from None
+            except PortalError as exc:
+                raise InfrastructureError(f"download of {dest.name} failed: {exc}") from None
+            if (want_size is None or size == want_size) and (not want_sha or sha256 == want_sha):
+                return
+            seen.append((size, sha256))
+        if seen[0] == seen[1]:
+            raise InputChanged(
+                f"input {dest.name} changed after it was uploaded: it now has {size} bytes with sha256 "
+                f"{sha256[:12]}…, not the {want_size} bytes with sha256 {want_sha[:12]}… checked at upload; "
+                "upload it again"
+            )
+        raise InfrastructureError(f"download of {dest.name}: got {size} bytes with sha256 {sha256[:12]}…, "
+                                  f"expected {want_size} bytes with sha256 {want_sha[:12]}…")
 
     def _ended_before_start(self) -> Outcome | None:
         if self.over.is_set():
