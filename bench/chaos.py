@@ -25,6 +25,8 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +55,21 @@ def main() -> int:
     chaos = Chaos(lease_s=args.lease, sweep_s=args.sweep, redispatch_s=5.0, agents=2, visibility_s=args.visibility)
     print(f"deployment up in {time.monotonic() - t0:.1f} s under {chaos.workdir}", flush=True)
     results: list[TrialResult] = []
+    stop = threading.Event()  # SIGINT/SIGTERM: finish the running trial, then tear the deployment down
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"{signal.Signals(signum).name}: stopping after this trial", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         for r in range(args.rounds):
+            if stop.is_set():
+                break
             for name in names:
+                if stop.is_set():
+                    break
                 result = run_trial(chaos, name)
                 result.name = name
                 results.append(result)

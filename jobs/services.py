@@ -403,8 +403,12 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
     """Verify every reported output in storage (size + sha256), then finish the attempt atomically."""
     outputs = data.get("outputs") or []
     exit_code = data.get("exit_code")
-    if not isinstance(exit_code, int):
-        raise InvalidInput({"exit_code": "an integer is required"})
+    # null: the job's process never ran (download check failed, disk full, shutdown before start); the
+    # failure class then says why.
+    if exit_code is None and not data.get("failure_class"):
+        raise InvalidInput({"exit_code": "an integer is required (null only with a failure_class)"})
+    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+        raise InvalidInput({"exit_code": "an integer, or null when the process never ran"})
     if not isinstance(outputs, list):
         raise InvalidInput({"outputs": "a list of {name, key, size, sha256}"})
     seconds = {}

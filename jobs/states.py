@@ -142,7 +142,7 @@ def attempts_used(job: Job) -> int:
 
 
 @transaction.atomic
-def complete(attempt_id, token: str, *, exit_code: int, failure_class: str | None, reason: str = "",
+def complete(attempt_id, token: str, *, exit_code: int | None, failure_class: str | None, reason: str = "",
              cpu_seconds: float = 0.0, gpu_seconds: float = 0.0, register_outputs=None,
              handback: bool = False) -> Job:
     """running → succeeded | failed (or queued again for a retryable failure). Outputs registered atomically.

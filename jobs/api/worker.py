@@ -60,7 +60,8 @@ class ReportedOutput(serializers.Serializer):
 
 
 class CompleteRequest(serializers.Serializer):
-    exit_code = serializers.IntegerField()
+    exit_code = serializers.IntegerField(allow_null=True, help_text="null when the process never ran (then "
+                                         "failure_class says why)")
     failure_class = serializers.ChoiceField(choices=["input", "algorithm", "infrastructure"], allow_null=True,
                                             required=False)
     reason = serializers.CharField(required=False, allow_blank=True)

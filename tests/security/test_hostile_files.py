@@ -338,3 +338,4 @@ def test_upload_whose_bytes_changed_from_the_announced_checksum_is_400_and_leave
     assert "checksum mismatch" in response.json()["error"]["fields"]["sha256"]
     assert not File.objects.filter(dataset=dataset).exists() and services.used_bytes(user) == before
     assert not list((Path(settings.MEDIA_ROOT) / f"users/{user.pk}/datasets/{dataset.pk}").glob("*"))
+
