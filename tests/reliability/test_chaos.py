@@ -17,6 +17,8 @@ ROUNDS = int(os.environ.get("LOCUS_CHAOS_ROUNDS") or 1)
 
 @pytest.mark.parametrize("name", [n for _ in range(ROUNDS) for n in TRIALS])
 def test_trial_loses_nothing_duplicates_nothing_and_tells_the_truth(chaos, name):
+    if name == "disk_full" and os.geteuid() != 0:
+        pytest.skip("mounting the small tmpfs scratch disk needs root")
     result = run_trial(chaos, name)
     assert result.verdicts, result.describe()
     assert result.ok, result.describe()
