@@ -389,7 +389,7 @@ def _chunk_start(job: Job, offset: int) -> int:
 
 
 def output_upload_target(attempt: Attempt, name: str, size: int, sha256: str) -> dict[str, Any]:
-    clean = storage.sanitise_name(name)
+    clean = storage.sanitise_relpath(name)
     if not isinstance(size, int) or size < 0:
         raise InvalidInput({"size": "must be a non-negative integer"})
     if len(sha256 or "") != 64:

@@ -339,3 +339,19 @@ def test_upload_whose_bytes_changed_from_the_announced_checksum_is_400_and_leave
     assert not File.objects.filter(dataset=dataset).exists() and services.used_bytes(user) == before
     assert not list((Path(settings.MEDIA_ROOT) / f"users/{user.pk}/datasets/{dataset.pk}").glob("*"))
 
+
+
+@pytest.mark.django_db
+def test_outputs_in_sub_folders_with_the_same_name_do_not_overwrite_each_other(api, worker):
+    """`ch0/locs.csv` and `ch1/locs.csv` once mapped to one storage key: the second upload replaced the first
+    and `complete` was refused (checksum mismatch), so such a job could never succeed."""
+    from jobs.models import File
+    from tests.unit.test_worker_api import call, claim, new_job, put_output
+
+    job = new_job(api)
+    body = claim(worker, job).json()
+    first, second = put_output(body, worker, "ch0/locs.csv", b"a"), put_output(body, worker, "ch1/locs.csv", b"bb")
+    assert first["key"] != second["key"] and first["key"].endswith("/attempt-1/ch0/locs.csv")
+    response = call(worker, body, "complete", {"exit_code": 0, "outputs": [first, second]})
+    assert response.status_code == 200 and response.json()["job_status"] == "succeeded", response.content
+    assert sorted(File.objects.filter(job_id=job).values_list("size", flat=True)) == [1, 2]
