@@ -5,7 +5,8 @@
 One deployment (bench/trials.py `Chaos`: private PostgreSQL cluster and Redis on free ports, the portal on
 gunicorn, the portal's Celery worker with beat, two worker agents each behind its own cuttable proxy, all on
 production settings with a short lease) takes `--rounds` rounds of every trial, round-robin:
-  kill9 (agent SIGKILLed mid-job), sigterm (agent stopped mid-job: hand-back), redis_restart,
+  kill9 (agent SIGKILLed mid-job), sigterm (agent stopped mid-job: hand-back), sigterm_drain (stopped with a
+  drain window: the job finishes first), redis_restart,
   postgres_restart, partition (portal unreachable for longer than the lease), disk_full (the agent's scratch
   tmpfs fills mid-job; needs root), duplicate_delivery, visibility_timeout (a job outliving the broker's).
 After each trial every job it submitted is checked: *stuck* — not terminal in time; *lost* — terminal but not
@@ -38,7 +39,8 @@ from bench.trials import TRIALS, Chaos, TrialResult, run_trial  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=13, help="rounds of every trial (13 × 8 = 104 trials)")
+    parser.add_argument("--rounds", type=int, default=13,
+                        help=f"rounds of every trial (13 × {len(TRIALS)} = {13 * len(TRIALS)} trials)")
     parser.add_argument("--trials", default=",".join(TRIALS), help="comma-separated subset of " + ",".join(TRIALS))
     parser.add_argument("--lease", type=int, default=5, help="lease seconds (production default 30)")
     parser.add_argument("--sweep", type=float, default=1.0, help="sweep period seconds (production default 15)")

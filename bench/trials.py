@@ -306,6 +306,25 @@ def trial_sigterm(ch: Chaos) -> TrialResult:
     return TrialResult("SIGTERM agent", [v], problems)
 
 
+def trial_sigterm_drain(ch: Chaos) -> TrialResult:
+    """SIGTERM an agent started with a drain window longer than its job: it takes no new work, lets the job
+    finish, uploads and completes it, then exits — one attempt, on that agent."""
+    ch.stop_all_agents()  # the draining agent must be the one that runs the job
+    agent = ch.add_agent(env={"LOCUS_DRAIN_S": "60"})
+    job = ch.submit({**BUSY, "duration_s": 4})
+    attempt, worker = ch.wait_started(job)
+    code = ch.stop_agent(agent)
+    ch.ensure_agents()
+    (v,) = ch.settle([job], timeout=90)
+    problems = []
+    if code != 0:
+        problems.append(f"the draining agent exited with {code}")
+    if [(a["id"], a["status"]) for a in v.attempts] != [(attempt, "succeeded")] or worker != agent.worker_id:
+        problems.append(f"attempts {[(a['number'], a['status']) for a in v.attempts]}: the job did not finish "
+                        "on the draining agent")
+    return TrialResult("SIGTERM agent with drain", [v], problems)
+
+
 def trial_redis_restart(ch: Chaos) -> TrialResult:
     """Restart the broker mid-job (no persistence: every queued message is lost); jobs still all finish."""
     ch.ensure_agents()
@@ -443,6 +462,7 @@ def send_duplicates(broker_url: str, job_id: str, queue: str, copies: int) -> No
 TRIALS: dict[str, Callable[[Chaos], TrialResult]] = {
     "kill9": trial_kill9,
     "sigterm": trial_sigterm,
+    "sigterm_drain": trial_sigterm_drain,
     "redis_restart": trial_redis_restart,
     "postgres_restart": trial_postgres_restart,
     "partition": trial_partition,
