@@ -22,9 +22,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -34,78 +31,31 @@ import requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.stack import Stack, percentile, reset_database  # noqa: E402
+
 DB_NAME = "locus_load"
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/12"
 OPS = ("submit", "list", "detail")
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = (len(values) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+def make_portal(args: argparse.Namespace, workdir: Path) -> Stack:
+    """gunicorn on production settings against the bench database (no agents, no portal Celery worker)."""
+    return Stack(workdir, f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", REDIS, web_workers=args.workers,
+                 web_threads=args.threads, extra_env={
+                     "CACHE_URL": REDIS,
+                     # The bench measures the platform, not the per-user quota: clients pile up queued jobs.
+                     "LOCUS_MAX_ACTIVE_JOBS": str(10**6)})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def portal_up(portal: Stack) -> None:
+    import redis
 
-
-class Portal:
-    """gunicorn on production settings against the bench database, in its own session."""
-
-    def __init__(self, args: argparse.Namespace, workdir: Path):
-        self.args, self.workdir = args, workdir
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("LOCUS_", "DATABASE_", "CELERY_", "CACHE_", "DJANGO_"))}
-        self.env.update(
-            LOCUS_MODE="production", SECRET_KEY="load-" + "x" * 60, ALLOWED_HOSTS="127.0.0.1,localhost",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", CELERY_BROKER_URL=REDIS,
-            CACHE_URL=REDIS, EMAIL_URL="consolemail://", LOCUS_PUBLIC_URL=self.url,
-            LOCUS_VAR_DIR=str(workdir / "var"), SECURE_SSL_REDIRECT="false", PYTHONUNBUFFERED="1",
-            LOG_LEVEL="WARNING",
-            # The bench measures the platform, not the per-user quota: clients pile up queued jobs.
-            LOCUS_MAX_ACTIVE_JOBS=str(10**6),
-        )
-        self.proc: subprocess.Popen | None = None
-
-    def up(self) -> None:
-        import psycopg
-        import redis
-
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-        redis.Redis.from_url(REDIS).flushdb()
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=self.env, check=True)
-        log = (self.workdir / "gunicorn.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "portal.wsgi", "-b", self.url.removeprefix("http://"),
-             "-w", str(self.args.workers), "--threads", str(self.args.threads), "--timeout", "60",
-             # gunicorn closes idle keep-alive connections after 2 s by default; a client polling every
-             # 1-3 s then races the close and sees a reset. Deployments keep them longer than clients idle.
-             "--keep-alive", "75"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.3)
-        raise SystemExit(f"portal did not start; see {self.workdir / 'gunicorn.log'}")
-
-    def down(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+    reset_database(ADMIN_URL, DB_NAME)
+    redis.Redis.from_url(REDIS).flushdb()
+    portal.migrate()
+    portal.start_portal()
 
 
 def seed(clients: int, queued: int) -> list[tuple[str, list[str]]]:
@@ -188,11 +138,11 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="locus-load-"))
-    portal = Portal(args, workdir)
+    portal = make_portal(args, workdir)
     os.environ.update({k: v for k, v in portal.env.items() if k != "LOG_LEVEL"})
     os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
     try:
-        portal.up()
+        portal_up(portal)
         import django
 
         django.setup()

@@ -30,9 +30,6 @@ elif sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -41,103 +38,28 @@ import requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.stack import Stack, reset_database, summary  # noqa: E402
+
 DB_NAME = "locus_bench"
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BROKER = "redis://127.0.0.1:6379/14"
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = (len(values) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+def make_stack(args: argparse.Namespace, workdir: Path) -> Stack:
+    return Stack(workdir, f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", BROKER, lease_s=args.lease,
+                 sweep_s=args.sweep, web_workers=3, web_threads=8,
+                 extra_env={"LOCUS_MAX_ACTIVE_JOBS": str(max(1000, 2 * args.jobs))})
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
-            "max": max(values) if values else float("nan"), "mean": statistics.fmean(values) if values else float("nan")}
+def stack_up(stack: Stack, agents: int) -> None:
+    import redis
 
-
-class Stack:
-    """The processes of one deployment, each in its own session so a kill takes its children too."""
-
-    def __init__(self, args: argparse.Namespace, workdir: Path):
-        self.args, self.workdir = args, workdir
-        self.port = 18731
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUS_", "DATABASE_", "CELERY_"))}
-        self.env.update(
-            LOCUS_MODE="production", SECRET_KEY="bench-" + "x" * 60, ALLOWED_HOSTS="127.0.0.1,localhost",
-            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", CELERY_BROKER_URL=BROKER,
-            EMAIL_URL="consolemail://", LOCUS_PUBLIC_URL=self.url, LOCUS_VAR_DIR=str(workdir / "var"),
-            SECURE_SSL_REDIRECT="false", LOCUS_LEASE_SECONDS=str(args.lease), LOCUS_SWEEP_SECONDS=str(args.sweep),
-            PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING", LOCUS_MAX_ACTIVE_JOBS=str(max(1000, 2 * args.jobs)),
-        )
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.agent_count = 0
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = (self.workdir / f"{name}.log").open("w")
-        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-    def up(self) -> None:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-        import redis
-
-        redis.Redis.from_url(BROKER).flushdb()
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=self.env, check=True)
-        self.start("portal", [sys.executable, "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{self.port}",
-                              "-w", "3", "--threads", "8", "--timeout", "60"])
-        self.start("portal-celery", [sys.executable, "-m", "celery", "-A", "portal", "worker", "-B", "-Q",
-                                     "notify,maintenance", "--pool", "solo", "--loglevel", "WARNING",
-                                     "-s", str(self.workdir / "beat-schedule")])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.3)
-        for _ in range(self.args.agents):
-            self.add_agent()
-
-    def add_agent(self) -> str:
-        from jobs.models import EnrollmentToken
-
-        self.agent_count += 1
-        name = f"agent-{self.agent_count}"
-        _, raw = EnrollmentToken.issue(None, note="bench")
-        config = self.workdir / f"{name}.json"
-        subprocess.run([sys.executable, "-m", "workers", "enroll", "--portal", self.url, "--enrollment-token", raw,
-                        "--name", name, "--config", str(config)], cwd=ROOT, env=self.env, check=True,
-                       capture_output=True)
-        self.start(name, [sys.executable, "-m", "workers", "start", "--config", str(config), "--broker", BROKER,
-                          "--scratch", str(self.workdir / f"{name}-scratch")])
-        return name
-
-    def kill9(self, name: str) -> None:
-        """A machine crash: SIGKILL every process of the agent's session, the job's subprocess included."""
-        proc = self.procs.pop(name)
-        subprocess.run(["pkill", "-9", "-s", str(proc.pid)], check=False)
-        proc.wait()
-
-    def down(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    reset_database(ADMIN_URL, DB_NAME)
+    redis.Redis.from_url(BROKER).flushdb()
+    stack.up()
+    for _ in range(agents):
+        stack.add_agent(grace_s=10)
 
 
 def main() -> int:
@@ -151,7 +73,7 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="locus-bench-"))
-    stack = Stack(args, workdir)
+    stack = make_stack(args, workdir)
     os.environ.update({k: v for k, v in stack.env.items() if k != "LOG_LEVEL"})
     os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
     import django
@@ -163,7 +85,7 @@ def main() -> int:
     from portal.accounts.models import ApiToken
 
     try:
-        stack.up()
+        stack_up(stack, args.agents)
         user = get_user_model().objects.create_user("bench", "bench@example.org", "bench")
         _, token = ApiToken.issue(user, "bench")
         session = requests.Session()
@@ -221,8 +143,9 @@ def main() -> int:
             victim = attempt.worker.name
             time.sleep(1.0)
             killed_at = time.time()
-            stack.kill9(victim)
-            stack.add_agent()  # the crashed machine comes back as a new worker; the job must not wait for it
+            stack.agents[victim].process.kill9()
+            stack.remove_agent(stack.agents[victim])
+            stack.add_agent(grace_s=10)  # the crashed machine comes back as a new worker; the job must not wait for it
             while not Attempt.objects.filter(job_id=job_id, number=2).exists():
                 if time.time() - killed_at > 300:
                     break

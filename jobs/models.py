@@ -255,6 +255,8 @@ class Attempt(models.Model):
         FAILED = "failed"
         LOST = "lost"
         CANCELLED = "cancelled"
+        # Handed back by a worker that is shutting down: not the job's fault, so it uses none of max_attempts.
+        RELEASED = "released"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")

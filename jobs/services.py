@@ -522,7 +522,7 @@ def _chunk_start(job: Job, offset: int) -> int:
 
 
 def output_upload_target(attempt: Attempt, name: str, size: int, sha256: str) -> dict[str, Any]:
-    clean = storage.sanitise_name(name)
+    clean = storage.sanitise_relpath(name)
     if not isinstance(size, int) or size < 0:
         raise InvalidInput({"size": "must be a non-negative integer"})
     if len(sha256 or "") != 64:
@@ -536,8 +536,12 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
     """Verify every reported output in storage (size + sha256), then finish the attempt atomically."""
     outputs = data.get("outputs") or []
     exit_code = data.get("exit_code")
-    if not isinstance(exit_code, int):
-        raise InvalidInput({"exit_code": "an integer is required"})
+    # null: the job's process never ran (download check failed, disk full, shutdown before start); the
+    # failure class then says why.
+    if exit_code is None and not data.get("failure_class"):
+        raise InvalidInput({"exit_code": "an integer is required (null only with a failure_class)"})
+    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+        raise InvalidInput({"exit_code": "an integer, or null when the process never ran"})
     if not isinstance(outputs, list):
         raise InvalidInput({"outputs": "a list of {name, key, size, sha256}"})
     seconds = {}
@@ -570,7 +574,7 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
     job = states.complete(
         attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
         reason=clean_text(str(data.get("reason") or "")), cpu_seconds=seconds["cpu_seconds"],
-        gpu_seconds=seconds["gpu_seconds"], register_outputs=register,
+        gpu_seconds=seconds["gpu_seconds"], register_outputs=register, handback=data.get("handback") is True,
     )
     selftest.record(job)
     return job
@@ -610,7 +614,7 @@ def flag_unschedulable() -> int:
 
 def redispatch_stale(age: timedelta | None = None) -> int:
     """Re-send queued jobs whose message may be lost (broker restart, failed send). Duplicates are harmless."""
-    age = age or timedelta(seconds=max(60, 4 * settings.LOCUS_SWEEP_SECONDS))
+    age = age or timedelta(seconds=max(settings.LOCUS_REDISPATCH_SECONDS, 4 * settings.LOCUS_SWEEP_SECONDS))
     cutoff = timezone.now() - age
     stale = Job.objects.filter(status=Job.Status.QUEUED, cancel_requested=False).exclude(dispatched_at__gt=cutoff)
     count = 0

@@ -142,17 +142,34 @@ def check_fencing(attempt_id, token: str) -> Attempt:
     return _running_attempt(attempt_id, token)
 
 
+def attempts_used(job: Job) -> int:
+    """Claims that count against `max_attempts`: every one except those handed back at worker shutdown."""
+    return job.attempt_count - job.attempts.filter(status=Attempt.Status.RELEASED).count()
+
+
 @transaction.atomic
-def complete(attempt_id, token: str, *, exit_code: int, failure_class: str | None, reason: str = "",
-             cpu_seconds: float = 0.0, gpu_seconds: float = 0.0, register_outputs=None) -> Job:
-    """running → succeeded | failed (or queued again for a retryable failure). Outputs registered atomically."""
+def complete(attempt_id, token: str, *, exit_code: int | None, failure_class: str | None, reason: str = "",
+             cpu_seconds: float = 0.0, gpu_seconds: float = 0.0, register_outputs=None,
+             handback: bool = False) -> Job:
+    """running → succeeded | failed (or queued again for a retryable failure). Outputs registered atomically.
+
+    `handback`: the worker is shutting down and stopped the job (or never started it); the attempt becomes
+    `released` and the job is queued again at once without using one of its `max_attempts` — a rolling
+    restart of the fleet must not fail a job that did nothing wrong.
+    """
     attempt = _running_attempt(attempt_id, token)
-    success = exit_code == 0 and not failure_class
-    if not success and failure_class not in FAILURE_CLASSES:
+    success = exit_code == 0 and not failure_class and not handback
+    if handback:
+        failure_class = "infrastructure"
+    elif not success and failure_class not in FAILURE_CLASSES:
         failure_class = "algorithm"
     now = timezone.now()
+    if handback:
+        new_status = Attempt.Status.RELEASED
+    else:
+        new_status = Attempt.Status.SUCCEEDED if success else Attempt.Status.FAILED
     updated = Attempt.objects.filter(pk=attempt.pk, fencing_token=token, status=Attempt.Status.RUNNING).update(
-        status=Attempt.Status.SUCCEEDED if success else Attempt.Status.FAILED, finished_at=now,
+        status=new_status, finished_at=now,
         exit_code=exit_code, failure_class=failure_class or "", reason=reason[:5000],
         cpu_seconds=max(cpu_seconds, 0.0), gpu_seconds=max(gpu_seconds, 0.0),
     )
@@ -160,7 +177,10 @@ def complete(attempt_id, token: str, *, exit_code: int, failure_class: str | Non
         status = Attempt.objects.filter(pk=attempt.pk).values_list("status", flat=True).first()
         raise Conflict(f"attempt is {status}", status)
     job = attempt.job
-    if success:
+    if handback:
+        event(job, "released", reason or "handed back by the worker", attempt=attempt, exit_code=exit_code)
+        _requeue(job.pk, f"attempt {attempt.number} handed back (not counted against max_attempts)", attempt)
+    elif success:
         if register_outputs:
             register_outputs(job, attempt)
         _finish(job, SUCCEEDED, progress=1.0)
@@ -171,7 +191,7 @@ def complete(attempt_id, token: str, *, exit_code: int, failure_class: str | Non
         retryable = failure_class == "infrastructure" or (
             failure_class == "algorithm" and spec.get("retry_on_algorithm_failure", False)
         )
-        if retryable and job.attempt_count < job.max_attempts:
+        if retryable and attempts_used(job) < job.max_attempts:
             _requeue(job.pk, f"retrying after {failure_class} failure", attempt)
         else:
             _finish(job, FAILED, failure_class=failure_class,
@@ -206,7 +226,7 @@ def _lose(attempt: Attempt, now, *, only_if=Q(), reason: str, kind: str, message
             return False
         event(attempt.job_id, kind, message, attempt=attempt)
         job = Job.objects.get(pk=attempt.job_id)
-        if job.attempt_count < job.max_attempts:
+        if attempts_used(job) < job.max_attempts:
             _requeue(job.pk, f"{message} (attempt {attempt.number})", attempt)
         else:
             _finish(job, FAILED, failure_class="infrastructure",

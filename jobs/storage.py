@@ -35,13 +35,22 @@ def sanitise_name(name: str) -> str:
     return name or "file"
 
 
+def sanitise_relpath(name: str, max_parts: int = 8) -> str:
+    """An output's path relative to its job's output folder, each part sanitised; `..` and empty parts
+    dropped, so it can never leave the folder. Sub-folders are kept: `ch0/locs.csv` and `ch1/locs.csv` are
+    two outputs, not one overwriting the other."""
+    parts = unicodedata.normalize("NFC", str(name or "")).replace("\\", "/").split("/")
+    clean = [sanitise_name(p) for p in parts if p.strip() not in ("", ".", "..")]
+    return "/".join(clean[-max_parts:]) or "file"
+
+
 def dataset_key(user_id: int, dataset_id: uuid.UUID, name: str) -> str:
     return f"users/{user_id}/datasets/{dataset_id}/{uuid.uuid4().hex[:8]}-{sanitise_name(name)}"
 
 
 def output_key(user_id: int, job_id: uuid.UUID, attempt_number: int, name: str) -> str:
     # Per attempt: a stale attempt can never overwrite the outputs of the current one.
-    return f"users/{user_id}/jobs/{job_id}/attempt-{attempt_number}/{sanitise_name(name)}"
+    return f"users/{user_id}/jobs/{job_id}/attempt-{attempt_number}/{sanitise_relpath(name)}"
 
 
 def output_prefix(user_id: int, job_id: uuid.UUID, attempt_number: int) -> str:

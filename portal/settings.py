@@ -182,6 +182,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Locus <locus@localho
 LOCUS_REGISTRY_PATH = env.str("LOCUS_REGISTRY_PATH", default="") or None
 LOCUS_LEASE_SECONDS = env.int("LOCUS_LEASE_SECONDS", default=30)
 LOCUS_SWEEP_SECONDS = env.float("LOCUS_SWEEP_SECONDS", default=15.0)
+# A queued job whose broker message is older than this is sent again (the broker may have lost it).
+LOCUS_REDISPATCH_SECONDS = env.float("LOCUS_REDISPATCH_SECONDS", default=60.0)
 LOCUS_URL_TTL_SECONDS = env.int("LOCUS_URL_TTL_SECONDS", default=900)
 LOCUS_MAX_LOG_BYTES = env.int("LOCUS_MAX_LOG_BYTES", default=20 * 1024**2)
 LOCUS_CODE_VERSION = env.str("LOCUS_CODE_VERSION", default="")

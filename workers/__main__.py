@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL when a job is stopped"
     )
     start.add_argument(
+        "--drain",
+        type=float,
+        default=float(os.environ.get("LOCUS_DRAIN_S") or 0),
+        help="on SIGTERM, seconds a running job may take to finish before it is stopped and handed back "
+        "(default 0: hand it back at once)",
+    )
+    start.add_argument(
         "--broker",
         help="broker URL (default: $CELERY_BROKER_URL, then the config's broker_url, "
         "then the filesystem broker in $LOCUS_BROKER_DIR)",
@@ -139,6 +146,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         raise BadInput("--concurrency must be ≥ 0")
     if args.grace < 0:
         raise BadInput("--grace must be ≥ 0")
+    if args.drain < 0:
+        raise BadInput("--drain must be ≥ 0")
     try:
         config = load(config_path(args.config))
     except ConfigError as exc:
@@ -165,7 +174,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         ", ".join(f"{g['name']} ({g['memory_gb']} GB)" for g in caps["gpus"]) or "none",
     )
     client = WorkerClient(config.portal, config.token)
-    settings = RunnerSettings(scratch=scratch, grace_s=args.grace)
+    settings = RunnerSettings(scratch=scratch, grace_s=args.grace, drain_s=args.drain)
     heartbeat = WorkerHeartbeat(client, caps, settings.shutdown)
     heartbeat.beat()  # fails fast on a wrong portal or a revoked token
     heartbeat.start()

@@ -1,9 +1,13 @@
 """`start`: keep this worker registered (heartbeat) and take jobs, from the broker or by HTTP long poll.
 
 Both modes share one protocol (design §4): whatever brings the job id, the claim over HTTP decides, and the
-same runner executes it. SIGTERM stops taking work and stops a running job with SIGTERM/grace/SIGKILL, then
-completes it as an `infrastructure` failure ("worker shutting down"), which the portal requeues at once —
-quicker than waiting for the lease to expire.
+same runner executes it.
+
+Graceful shutdown (SIGTERM/SIGINT): the agent stops taking work at once; a running job may go on for up to
+`--drain` seconds (default 0) and, if it finishes, is uploaded and completed as usual. Otherwise it is stopped
+(SIGTERM, `--grace`, SIGKILL) and *handed back*: `complete` with `handback: true`, the attempt becomes
+`released` and the portal requeues the job at once without using one of its max_attempts — a rolling restart
+must not fail a job that did nothing wrong, nor make it wait for its lease to expire.
 """
 
 from __future__ import annotations

@@ -65,19 +65,21 @@ def validate_queues(names: list[str]) -> list[str]:
 def make_app(queues: list[str], *, broker_url: str | None = None, gpu: bool = False) -> Celery:
     """Build the Celery app for these queues; `gpu` turns on one task per child (design §4)."""
     url = default_broker_url(broker_url)
-    # Celery prefers $CELERY_BROKER_URL to the broker it is given, so `--broker` would lose to the environment;
-    # the agent owns its process, so the environment is made to agree. fixups=[]: no Django fixup even when
-    # DJANGO_SETTINGS_MODULE is set (the agent never imports Django).
-    if os.environ.get("CELERY_BROKER_URL") not in (None, url):
-        os.environ["CELERY_BROKER_URL"] = url
+    # Celery lets $CELERY_BROKER_URL override the broker given here, and loads Django (its fixup) whenever
+    # $DJANGO_SETTINGS_MODULE is set — which can silently point the agent at another broker. The resolved
+    # URL wins (the runner keeps it out of the job's environment), and no fixups: the agent is Django-free.
+    os.environ["CELERY_BROKER_URL"] = url
     app = Celery("locus-worker", broker=url, set_as_current=True, fixups=[])
+    visibility_s = int(os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S)
     transport_options: dict[str, Any] = {
         # Queues in the order given (the portal lists the worker's own, then its pools, then the shared
         # tiers): Redis BRPOP takes from the first non-empty one, so a pool worker serves its pool first.
         "queue_order_strategy": "priority",
-        "visibility_timeout": int(
-            os.environ.get("LOCUS_VISIBILITY_TIMEOUT_S") or DEFAULT_VISIBILITY_TIMEOUT_S
-        ),
+        "visibility_timeout": visibility_s,
+        # kombu scans for messages past their visibility timeout only every interval × throttle seconds
+        # (100 s by default); tie the scan to the timeout so a short one (tests) takes effect.
+        "unacked_restore_interval": max(1, min(60, visibility_s // 4)),
+        "unacked_restore_throttle": 1,
     }
     if url.startswith("filesystem://"):
         folder = broker_dir()

@@ -40,10 +40,16 @@ class InfrastructureError(Exception):
     """Trouble on this machine or on the way (download check, disk full, upload): the portal retries it."""
 
 
+class InputChanged(Exception):
+    """An input's stored bytes no longer match the checksum taken at upload, download after download: the
+    file changed in storage. Retrying cannot help, so this is an `input` failure with a one-line reason."""
+
+
 @dataclass
 class RunnerSettings:
     scratch: Path
     grace_s: float = 10.0  # SIGTERM → SIGKILL
+    drain_s: float = 0.0  # at agent shutdown, how long a running job may go on to finish by itself
     log_interval_s: float = 1.0  # log batching period
     min_heartbeat_s: float = 0.5  # floor for lease_s / 3 (a tiny lease must not spin)
     poll_s: float = 0.1  # how often the wait loop looks at the child and the flags
@@ -111,6 +117,8 @@ class AttemptRun:
         self._log_buffer: list[str] = []
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=5)
         self._threads: list[threading.Thread] = []
+        # When the last heartbeat that the portal accepted was *sent*: the lease runs from about then.
+        self._lease_ok_at = time.monotonic()
         self.cpu_seconds = 0.0
         self.wall_s = 0.0
 
@@ -150,6 +158,8 @@ class AttemptRun:
             if self.over.is_set():
                 return Outcome(completed=False, ended_by="conflict", reason="attempt is over")
             return self._complete(None, "infrastructure", str(exc))
+        except InputChanged as exc:
+            return self._complete(None, "input", str(exc))
         except Conflict:
             return Outcome(completed=False, ended_by="conflict", reason="attempt is over")
         if ended := self._ended_before_start():
@@ -174,6 +184,7 @@ class AttemptRun:
             # KillMode signals the whole cgroup). Give our own signal handler a moment to say so.
             self.settings.shutdown.wait(0.5)
         if ended_by == "shutdown" or (exit_code < 0 and self.settings.shutdown.is_set()):
+            # Handed back: the portal requeues the job at once, without using one of its max_attempts.
             return self._complete(exit_code, "infrastructure", "worker shutting down", ended_by="shutdown")
         if ended_by == "timeout":
             timeout = self.spec.get("timeout_s")
@@ -182,6 +193,10 @@ class AttemptRun:
             failure_class = "input" if exit_code == 2 else "algorithm"
             tail = self._stderr_tail[-1] if self._stderr_tail else ""
             reason = f"exit code {exit_code}" + (f": {tail}" if tail else "")
+            if self._scratch_full():
+                # The job died because this machine's scratch disk is full, not because of its code or input:
+                # another worker may well have the room, so it is retried there.
+                failure_class, reason = "infrastructure", f"disk full under the worker's scratch dir; {reason}"
             return self._complete(exit_code, failure_class, reason[:1000])
         try:
             outputs = self._upload_outputs(outputs_dir)
@@ -221,16 +236,27 @@ class AttemptRun:
         slot_dir = inputs_dir / _safe_part(item.get("slot", "inputs"), "slot")
         slot_dir.mkdir(exist_ok=True)
         dest = slot_dir / _safe_part(item.get("name", ""), "input file")
-        try:
-            size, sha256 = self.client.download(item["url"], dest)
-        except Conflict:
-            raise InfrastructureError(f"download of {dest.name} refused (409)") from None
-        except PortalError as exc:
-            raise InfrastructureError(f"download of {dest.name} failed: {exc}") from None
-        if item.get("size") is not None and size != int(item["size"]):
-            raise InfrastructureError(f"download of {dest.name}: got {size} bytes, expected {item['size']}")
-        if item.get("sha256") and sha256 != str(item["sha256"]).lower():
-            raise InfrastructureError(f"download of {dest.name}: sha256 {sha256} does not match the manifest")
+        want_size = int(item["size"]) if item.get("size") is not None else None
+        want_sha = str(item.get("sha256") or "").lower()
+        seen: list[tuple[int, str]] = []
+        for _ in range(2):  # a second download tells a damaged transfer from bytes that changed in storage
+            try:
+                size, sha256 = self.client.download(item["url"], dest)
+            except Conflict:
+                raise InfrastructureError(f"download of {dest.name} refused (409)") from None
+            except PortalError as exc:
+                raise InfrastructureError(f"download of {dest.name} failed: {exc}") from None
+            if (want_size is None or size == want_size) and (not want_sha or sha256 == want_sha):
+                return
+            seen.append((size, sha256))
+        if seen[0] == seen[1]:
+            raise InputChanged(
+                f"input {dest.name} changed after it was uploaded: it now has {size} bytes with sha256 "
+                f"{sha256[:12]}…, not the {want_size} bytes with sha256 {want_sha[:12]}… checked at upload; "
+                "upload it again"
+            )
+        raise InfrastructureError(f"download of {dest.name}: got {size} bytes with sha256 {sha256[:12]}…, "
+                                  f"expected {want_size} bytes with sha256 {want_sha[:12]}…")
 
     def _ended_before_start(self) -> Outcome | None:
         if self.over.is_set():
@@ -278,12 +304,19 @@ class AttemptRun:
         timeout = self.spec.get("timeout_s")
         deadline = self._started + float(timeout) if timeout else None
         ended_by = None
+        drain_until: float | None = None  # set when the agent starts shutting down
         while not self._reap(proc, block=False):
+            self._check_lease()
+            if drain_until is None and self.settings.shutdown.is_set():
+                drain_until = time.monotonic() + self.settings.drain_s
+                if self.settings.drain_s > 0:
+                    log.info("attempt %s: shutting down; the job has %.0f s to finish", self.attempt_id,
+                             self.settings.drain_s)
             if self.over.is_set():
                 ended_by = "conflict"
             elif self.cancelled.is_set():
                 ended_by = "cancel"
-            elif self.settings.shutdown.is_set():
+            elif drain_until is not None and time.monotonic() >= drain_until:
                 ended_by = "shutdown"
             elif deadline is not None and time.monotonic() >= deadline:
                 ended_by = "timeout"
@@ -329,6 +362,7 @@ class AttemptRun:
             # A symlink could point at any file on this machine: never upload through one.
             if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(root):
                 continue
+            self._check_lease()
             if self.over.is_set():
                 raise Conflict("attempt is over")
             name = path.relative_to(outputs_dir).as_posix()
@@ -359,6 +393,8 @@ class AttemptRun:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "gpu_seconds": round(self.wall_s * gpus_used, 3),
         }
+        if ended_by == "shutdown":
+            result["handback"] = True  # not the job's fault: the portal requeues it without using an attempt
         outcome = Outcome(
             completed=True,
             exit_code=exit_code,
@@ -385,6 +421,27 @@ class AttemptRun:
             )
             outcome.completed = False
         return outcome
+
+    def _check_lease(self) -> None:
+        """Self-fencing: with no accepted heartbeat for a whole lease, the portal has (or soon will have)
+        declared this attempt lost and handed the job to another worker. Stop now rather than run on and
+        race the new attempt; nothing is uploaded (the portal would refuse it anyway: stale fencing token)."""
+        if not self.over.is_set() and time.monotonic() - self._lease_ok_at > self.lease_s:
+            log.warning(
+                "attempt %s: no heartbeat accepted for %.0f s (the lease); giving the attempt up",
+                self.attempt_id,
+                self.lease_s,
+            )
+            self.over.set()
+
+    def _scratch_full(self) -> bool:
+        """True when the job's stderr says ENOSPC or the scratch filesystem has (almost) no room left."""
+        if any("No space left on device" in line for line in self._stderr_tail):
+            return True
+        try:
+            return shutil.disk_usage(self.dir).free < 64 * 1024
+        except OSError:
+            return False
 
     # -- threads ------------------------------------------------------------------------------------------
     def _start_thread(self, target: Any, name: str, *args: Any) -> threading.Thread:
@@ -438,6 +495,7 @@ class AttemptRun:
     def _heartbeat_loop(self) -> None:
         interval = max(self.settings.min_heartbeat_s, self.lease_s / 3)
         while not self._stop.wait(interval):
+            sent_at = time.monotonic()
             try:
                 answer = self.client.attempt_heartbeat(self.attempt_id, self.fencing_token, self._progress)
             except Conflict as exc:
@@ -447,6 +505,7 @@ class AttemptRun:
             except PortalError as exc:
                 log.warning("attempt %s: heartbeat failed (%s); trying again", self.attempt_id, exc)
                 continue
+            self._lease_ok_at = max(self._lease_ok_at, sent_at)
             if answer.get("directive") == "cancel" and not self.cancelled.is_set():
                 log.info("attempt %s: the portal asks to cancel", self.attempt_id)
                 self.cancelled.set()

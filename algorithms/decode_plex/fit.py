@@ -11,7 +11,6 @@ halves (left/right, channel 1 optionally mirrored and shifted by whole pixels) o
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,50 +26,41 @@ from algorithms.simulation.camera import Camera
 
 
 class Movie:
-    """Several TIFF files as one (T, H, W) stack, read lazily."""
+    """Several TIFF files as one (T, H, W) stack, read lazily through `algorithms.io.frames`.
+
+    That reader checks what a header claims (frame size, byte count) against the file and a sane maximum
+    before reading anything, so a hostile or truncated TIFF is a one-line ValueError, never a 20 GB buffer.
+    """
 
     def __init__(self, paths: list[Path]) -> None:
-        import tifffile
+        from algorithms.cli import BadInput
+        from algorithms.io.frames import open_movie
 
         if not paths:
             raise ValueError("no frame files given")
-        # tifffile logs its own complaint about a broken file; the ValueError below says it in one line
-        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
-        self.parts: list[tuple[Any, int]] = []
-        shape = None
         for p in paths:
-            p = Path(p)
-            if not p.exists():
+            if not Path(p).exists():
                 raise ValueError(f"frames file {p} not found")
-            try:
-                try:
-                    arr = tifffile.memmap(p, mode="r")
-                except (ValueError, OSError):  # compressed or tiled: fall back to page-wise reading
-                    arr = tifffile.TiffFile(p).series[0].asarray(out="memmap")
-            except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on a corrupt file
-                raise ValueError(f"{p.name} is not a readable TIFF ({type(exc).__name__}: {exc})") from None
-            if arr.ndim == 2:
-                arr = arr[None]
-            if arr.ndim != 3:
-                raise ValueError(f"{p.name}: expected a stack of 2D frames, got shape {arr.shape}")
-            if shape is not None and arr.shape[1:] != shape:
-                raise ValueError(f"{p.name}: frames are {arr.shape[1:]}, the movie's are {shape}")
-            shape = arr.shape[1:]
-            self.parts.append((arr, arr.shape[0]))
-        self.n_frames = sum(n for _, n in self.parts)
-        self.frame_shape: tuple[int, int] = tuple(shape)  # type: ignore[assignment]
+        try:
+            self._movie = open_movie([Path(p) for p in paths])
+        except BadInput as exc:
+            raise ValueError(str(exc)) from None
+        self.n_frames = len(self._movie)
+        self.frame_shape: tuple[int, int] = tuple(self._movie.shape[1:])  # type: ignore[assignment]
         if self.n_frames == 0:
             raise ValueError("the movie has zero frames")
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames [start, stop) as float32 (n, H, W)."""
-        out, offset = [], 0
-        for arr, n in self.parts:
-            lo, hi = max(start - offset, 0), min(stop - offset, n)
-            if lo < hi:
-                out.append(np.asarray(arr[lo:hi], dtype=np.float32))
-            offset += n
-        return np.concatenate(out) if out else np.zeros((0, *self.frame_shape), np.float32)
+        from algorithms.cli import BadInput
+
+        start, stop = max(start, 0), min(stop, self.n_frames)
+        if start >= stop:
+            return np.zeros((0, *self.frame_shape), np.float32)
+        try:
+            return np.asarray(self._movie.block(start, stop), dtype=np.float32)
+        except BadInput as exc:  # a damaged compressed page, found only when decoded
+            raise ValueError(str(exc)) from None
 
 
 @dataclass

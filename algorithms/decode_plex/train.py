@@ -241,7 +241,9 @@ def train(
 def load_model(path: Path, device: torch.device | None = None) -> tuple[DecodePlexNet, dict[str, Any]]:
     """The network (eval mode) and the whole model file; ValueError when it is not a model file."""
     try:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+        # weights_only: a model file is user input, and unpickling arbitrary objects would run its code on the
+        # worker. Model files hold only tensors, dicts, lists and numbers, which this loader allows.
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds on a foreign file
         raise ValueError(f"{path} is not a DECODE-Plex model file ({type(exc).__name__})") from None
     if isinstance(blob, dict) and blob.get("format") == "locus.decode_plex.model/1":

@@ -395,15 +395,27 @@ def write_uipsf_h5(
 # ------------------------------------------------------------------------------------------------ beads
 
 
+MAX_BEAD_STACK_VOXELS = 1024 * 512 * 512  # 2 GB as float64: far above a real bead z-stack
+
+
 def read_bead_stack(path: str | Path, dz_nm: float = 50.0, focus_index: float | None = None) -> Calibration:
     """A bead z-stack TIFF ``(Nz, Ny, Nx)`` (one bead, centred) → spline PSF normalised at focus."""
-    import tifffile
+    from algorithms.cli import BadInput
+    from algorithms.io.frames import open_movie
 
     p = Path(path)
+    # Through the movie reader: it checks the declared frame size against the file's size and a sane maximum
+    # before any byte is read (a header claiming 100 000² px must not allocate 20 GB), and keeps tifffile's
+    # own log lines off stderr.
     try:
-        st = np.asarray(tifffile.imread(p), dtype=np.float64)
-    except Exception as exc:
-        raise CalibrationError(f"{p.name}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
+        with open_movie(p) as movie:
+            voxels = int(np.prod(movie.shape))
+            if voxels > MAX_BEAD_STACK_VOXELS:
+                raise CalibrationError(f"{p.name}: a bead stack of {' × '.join(map(str, movie.shape))} voxels is "
+                                       f"larger than any bead stack (at most {MAX_BEAD_STACK_VOXELS:,})")
+            st = np.asarray(movie[:], dtype=np.float64)
+    except BadInput as exc:
+        raise CalibrationError(str(exc).removeprefix("error: ")) from None
     if st.ndim != 3 or min(st.shape) < 4:
         raise CalibrationError(
             f"{p.name}: a bead stack must be (z, y, x) with at least 4 per axis, not {st.shape}"

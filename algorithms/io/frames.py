@@ -29,6 +29,9 @@ import numpy as np
 from algorithms.io._common import bad
 
 _MM_TAG = 51123  # MicroManagerMetadata, one JSON object per page
+# Larger than any camera (16384² px); a header claiming more is hostile or broken, and one such frame would
+# already need gigabytes of memory downstream.
+MAX_FRAME_PIXELS = 16384 * 16384
 
 
 @dataclass
@@ -83,7 +86,12 @@ class _File:
             raise bad(path, "TIFF has no images")
         first = pages[0]
         if first.samplesperpixel != 1 or len(first.shape) != 2:
+            self.tif.close()
             raise bad(path, f"frames must be single-channel 2D images, found shape {first.shape}")
+        if int(np.prod(first.shape)) > MAX_FRAME_PIXELS:
+            self.tif.close()
+            raise bad(path, f"frames of {first.shape[1]} × {first.shape[0]} px are larger than any camera "
+                      f"(at most {MAX_FRAME_PIXELS:,} px per frame)")
         self.shape = first.shape
         self.dtype = first.dtype
         self.pages = pages
@@ -98,6 +106,7 @@ class _File:
         if self.offsets is not None:
             need = self.offsets[-1] + int(np.prod(self.shape)) * self.dtype.itemsize
             if need > path.stat().st_size:
+                self.tif.close()
                 raise bad(path, f"TIFF is truncated ({path.stat().st_size} bytes, frames need {need})")
             self._map = np.memmap(path, dtype=np.uint8, mode="r")
 

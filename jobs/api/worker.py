@@ -60,13 +60,16 @@ class ReportedOutput(serializers.Serializer):
 
 
 class CompleteRequest(serializers.Serializer):
-    exit_code = serializers.IntegerField()
+    exit_code = serializers.IntegerField(allow_null=True, help_text="null when the process never ran (then "
+                                         "failure_class says why)")
     failure_class = serializers.ChoiceField(choices=["input", "algorithm", "infrastructure"], allow_null=True,
                                             required=False)
     reason = serializers.CharField(required=False, allow_blank=True)
     outputs = ReportedOutput(many=True, required=False)
     cpu_seconds = serializers.FloatField(required=False)
     gpu_seconds = serializers.FloatField(required=False)
+    handback = serializers.BooleanField(required=False, help_text="the worker is shutting down: requeue the job "
+                                        "without using one of its max_attempts")
 
 
 class WorkerTokenAuthentication(authentication.TokenAuthentication):

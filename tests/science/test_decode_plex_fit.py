@@ -34,7 +34,7 @@ def test_several_files_read_as_one_movie_in_any_chunks(stack):
 def test_mismatched_files_are_refused(tmp_path, stack):
     _, paths = stack
     tifffile.imwrite(tmp_path / "c.tif", np.zeros((2, 5, 5), np.uint16))
-    with pytest.raises(ValueError, match="frames are"):
+    with pytest.raises(ValueError, match="frame size differs between files"):
         Movie([*paths, tmp_path / "c.tif"])
 
 

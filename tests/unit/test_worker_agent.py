@@ -119,6 +119,9 @@ def portal_side_celery(broker: Path) -> Celery:
     (broker / "processed").mkdir(parents=True, exist_ok=True)
     app = Celery("portal-double", broker="filesystem://")
     app.conf.update(
+        # Celery prefers $CELERY_BROKER_URL (set for the test settings) over `broker=`; the write URL is not
+        # overridden that way, and sending is all this double does.
+        broker_write_url="filesystem://",
         broker_transport_options={
             "data_folder_in": str(broker),
             "data_folder_out": str(broker),

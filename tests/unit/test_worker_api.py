@@ -244,3 +244,36 @@ def test_params_with_nul_are_refused(api):
     response = api.post("/api/v1/jobs/", '{"application": "diagnostics", "entrypoint": "checksum", '
                         '"params": {"copy": "\\u0000"}}', content_type="application/json")
     assert response.status_code == 400
+
+
+def test_shutdown_handback_requeues_without_using_an_attempt(api, worker, other_worker):
+    """A fleet restarted more often than max_attempts must not fail a job that did nothing wrong."""
+    job_id = new_job(api)
+    max_attempts = Job.objects.get(pk=job_id).max_attempts
+    for _ in range(max_attempts + 1):
+        body = claim(worker, job_id).json()
+        response = call(worker, body, "complete", {"exit_code": -15, "failure_class": "infrastructure",
+                                                   "reason": "worker shutting down", "handback": True})
+        assert response.status_code == 200 and response.json()["job_status"] == "queued"
+        assert Attempt.objects.get(pk=body["attempt_id"]).status == "released"
+    job = Job.objects.get(pk=job_id)
+    assert job.attempt_count == max_attempts + 1 and states.attempts_used(job) == 0
+    kinds = list(job.events.values_list("kind", flat=True))
+    assert kinds.count("released") == max_attempts + 1 and kinds.count("requeued") == max_attempts + 1
+    # Real failures still count: the job fails after max_attempts of them, released ones not included.
+    for n in range(max_attempts):
+        body = claim(other_worker, job_id).json()
+        status = call(other_worker, body, "complete", {"exit_code": -9, "failure_class": "infrastructure"}).json()
+        assert status["job_status"] == ("failed" if n == max_attempts - 1 else "queued")
+
+
+def test_handback_after_the_lease_was_lost_is_409_and_changes_nothing(api, worker):
+    job_id = new_job(api)
+    body = claim(worker, job_id).json()
+    Attempt.objects.filter(pk=body["attempt_id"]).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    states.expire_leases()
+    response = call(worker, body, "complete", {"exit_code": -15, "failure_class": "infrastructure",
+                                               "handback": True})
+    assert response.status_code == 409
+    assert Attempt.objects.get(pk=body["attempt_id"]).status == "lost"
+    assert states.attempts_used(Job.objects.get(pk=job_id)) == 1

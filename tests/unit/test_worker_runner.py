@@ -174,7 +174,9 @@ def test_409_on_heartbeat_kills_the_job_and_uploads_nothing(portal, client, sett
     assert list(settings.scratch.iterdir()) == []
 
 
-def test_sha256_mismatch_on_download_is_an_infrastructure_failure_and_runs_nothing(portal, client, settings):
+def test_input_that_changed_since_upload_is_an_input_failure_and_runs_nothing(portal, client, settings):
+    """Two downloads agree with each other but not with the upload's checksum: the stored bytes changed.
+    Retrying cannot fix that, so it is the user's `input` failure with a one-line reason."""
     data = b"frames"
     inputs = [
         {
@@ -188,10 +190,11 @@ def test_sha256_mismatch_on_download_is_an_infrastructure_failure_and_runs_nothi
     job_id, claim, runner = run(portal, client, settings, spec(), inputs)
     outcome = runner.run()
     done = portal.attempts[claim["attempt_id"]].completion
-    assert outcome.failure_class == "infrastructure" and done["failure_class"] == "infrastructure"
-    assert "sha256" in done["reason"] and done["exit_code"] is None
+    assert outcome.failure_class == "input" and done["failure_class"] == "input"
+    assert "movie.tif changed after it was uploaded" in done["reason"] and "\n" not in done["reason"]
+    assert done["exit_code"] is None
     assert portal.attempts[claim["attempt_id"]].log == ""  # the algorithm never started
-    assert portal.jobs[job_id].status == "queued"  # the portal retries infrastructure failures
+    assert portal.jobs[job_id].status == "failed"  # not retried: the same bytes would fail again
 
 
 def test_inputs_larger_than_the_free_disk_are_an_infrastructure_failure(portal, client, settings):
