@@ -1,6 +1,7 @@
 """Drift-correction benchmark (issue 6): ours vs comet-smlm and Picasso AIM on the same simulated data.
 
-    python bench/comet.py [--quick] [--peer-python PY] [--no-peers] [--no-levers]
+    python bench/comet.py [--quick] [--peer-python PY] [--no-peers | --peers aim,comet-smlm] [--no-levers]
+                          [--repeat N] [--reuse-peers EARLIER.json]
 
 Datasets (seeded, `algorithms.comet.simulate`): 2D 100 k and 500 k localizations over 20 000 frames,
 3D 100 k; blinking sites, 8 nm median lateral precision (log-normal photons), smooth random-walk drift
@@ -103,6 +104,18 @@ def run_peer(peer, sim, dims, peer_python, timeout) -> dict:
     return {"method": peer, "time_s": out["time_s"], "rmse_nm": rmse.tolist(), "note": out["note"]}
 
 
+def _median_row(rows: list[dict]) -> dict:
+    """One row for repeated runs of one method: the median time, every time kept."""
+    timed = [r for r in rows if "time_s" in r]
+    if not timed:
+        return rows[-1]
+    row = dict(timed[-1])
+    times = sorted(r["time_s"] for r in timed)
+    row["time_s"] = float(np.median(times))
+    row["times_s"] = times
+    return row
+
+
 def fmt_row(dataset: str, row: dict) -> str:
     if "skipped" in row:
         return f"| {dataset} | {row['method']} | – | – | skipped: {row['skipped']} |"
@@ -115,6 +128,10 @@ def fmt_row(dataset: str, row: dict) -> str:
         extra.append("split-half " + " / ".join(f"{v:.2f}" for v in row["split_half_nm"]))
     if row.get("pairs"):
         extra.append(f"{row['pairs']:,} pairs")
+    if row.get("time_vs_aim"):
+        extra.append(f"{row['time_vs_aim']:.2f}× AIM's time")
+    if len(row.get("times_s", [])) > 1:
+        extra.append(f"median of {len(row['times_s'])}")
     return f"| {dataset} | {row['method']} | {row['time_s']:.2f} | {rmse} | {'; '.join(extra)} |"
 
 
@@ -125,15 +142,20 @@ def main() -> None:
     ap.add_argument("--peer-python", default=os.environ.get("LOCUS_BENCH_PEER_PYTHON", sys.executable))
     ap.add_argument("--peer-timeout", type=int, default=1800)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers", default="aim,comet-smlm", help="comma-separated peers to run (aim, comet-smlm)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run ours (all levers, no split-half) and the peers this many times, interleaved; "
+                         "times are medians (the machine is shared and noisy)")
     ap.add_argument("--no-levers", action="store_true")
     ap.add_argument("--reuse-peers", type=Path, default=None,
-                    help="take the peer rows from an earlier results JSON (same seeded data) instead of rerunning")
+                    help="take the rows of peers not run now from an earlier results JSON (same seeded data)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "comet.json")
     args = ap.parse_args()
 
     names = args.datasets or (["2D 100k"] if args.quick else list(DATASETS))
     results: list[dict] = []
     lines = ["| data | method | time (s) | RMSE x / y [/ z] (nm) | notes |", "|---|---|---|---|---|"]
+    peers = [] if args.no_peers else [s for s in args.peers.split(",") if s]
     print("\n".join(lines), flush=True)
 
     def add(dataset: str, row: dict) -> None:
@@ -148,25 +170,33 @@ def main() -> None:
         spec = DATASETS[name]
         sim = simulate_localizations(**spec, **COMMON)
         dims = spec["dims"]
-        for be in backends:
-            add(name, run_ours(sim, dims, f"ours {be}, all levers", backend=be))
-            add(name, run_ours(sim, dims, f"ours {be}, no split-half", backend=be, split_half=False))
+        # main rows, interleaved with the peers `--repeat` times: medians of the times
+        trials: dict[str, list[dict]] = {}
+        for _ in range(args.repeat):
+            for be in backends:
+                for label, kw in ((f"ours {be}, all levers", {}), (f"ours {be}, no split-half", {"split_half": False})):
+                    trials.setdefault(label, []).append(run_ours(sim, dims, label, backend=be, **kw))
+            for peer in peers:
+                trials.setdefault(peer, []).append(run_peer(peer, sim, dims, args.peer_python, args.peer_timeout))
+        main_rows = {label: _median_row(rows) for label, rows in trials.items()}
+        aim_s = main_rows.get("aim", {}).get("time_s")
+        for label, row in main_rows.items():
+            if aim_s and "time_s" in row and label != "aim":
+                row["time_vs_aim"] = row["time_s"] / aim_s
+            add(name, row)
         if name == "2D 500k" and not (args.quick or args.no_levers):
             for label, lever in LEVERS.items():
                 add(name, run_ours(sim, dims, f"ours cpu, {label}", backend="cpu", split_half=False, **lever))
         if args.reuse_peers is not None:
             earlier = json.loads(args.reuse_peers.read_text())
             for row in earlier["results"]:
-                if row["dataset"] == name and row["method"] in ("aim", "comet-smlm"):
+                if row["dataset"] == name and row["method"] in ("aim", "comet-smlm") and row["method"] not in peers:
                     add(name, {**row, "reused_from": earlier["meta"]["when"]})
-        elif not args.no_peers:
-            for peer in ("aim", "comet-smlm"):
-                add(name, run_peer(peer, sim, dims, args.peer_python, args.peer_timeout))
 
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "load_average_at_end": os.getloadavg(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "simulation": COMMON,
-            "datasets": {n: DATASETS[n] for n in names}}
+            "datasets": {n: DATASETS[n] for n in names}, "repeat": args.repeat}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float))
     print(f"\nwritten {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

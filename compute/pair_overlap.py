@@ -35,8 +35,8 @@ class PairSetCPU:
     """Undirected pairs with their constant parts precomputed, for repeated cost/gradient evaluations.
 
     Per axis a: dpos[a] = p_i,a - p_j,a (nm) and inv_s2[a] = 1/s_a² (1/nm²), float32 1-D arrays;
-    ti, tj: time indices; the gradient is scattered to time indices by one sparse (n_times, P) matrix
-    holding +1 at (tj, k) and -1 at (ti, k). Reductions are in float64.
+    ti, tj: time indices; the gradient is scattered to time indices by bincounts (+ at tj, - at ti).
+    Reductions are in float64.
     """
 
     def __init__(self, dpos, vsum, anneal_var, ti, tj, n_times: int):
@@ -46,15 +46,6 @@ class PairSetCPU:
         self.ti = np.asarray(ti, dtype=np.intp)
         self.tj = np.asarray(tj, dtype=np.intp)
         self.n_times = int(n_times)
-        p = len(self.ti)
-        k = np.arange(p)
-        from scipy import sparse
-
-        self._scatter = sparse.csr_matrix(
-            (np.concatenate([np.ones(p, np.float32), -np.ones(p, np.float32)]),
-             (np.concatenate([self.tj, self.ti]), np.concatenate([k, k]))),
-            shape=(self.n_times, p),
-        )
 
     @classmethod
     def build(
@@ -80,8 +71,13 @@ class PairSetCPU:
 
     def scaled_distance2(self, drift_t: np.ndarray) -> np.ndarray:
         """Σ_a r_a² / s_a² per pair for the current kernel widths (for pruning)."""
-        r = self.residuals(drift_t)
-        return sum(r[:, a] ** 2 * self.inv_s2[a] for a in range(r.shape[1]))
+        d = np.asarray(drift_t, dtype=np.float32).T
+        out = np.zeros(len(self.ti), dtype=np.float32)
+        for a in range(len(self.dpos)):
+            da = np.ascontiguousarray(d[a])
+            r = self.dpos[a] - (da[self.ti] - da[self.tj])
+            out += r * r * self.inv_s2[a]
+        return out
 
     def __len__(self) -> int:
         return len(self.ti)
@@ -110,7 +106,10 @@ class PairSetCPU:
         g = np.empty((len(self.ti), len(rs)), dtype=np.float32)
         for a, ra in enumerate(rs):
             np.multiply(ra, e, out=g[:, a])
-        grad = np.asarray(self._scatter @ g, dtype=np.float64)
+        # scatter to time indices: +g at tj, -g at ti (two bincounts per axis, float64 sums)
+        grad = np.empty((self.n_times, len(rs)))
+        for a in range(len(rs)):
+            grad[:, a] = np.bincount(self.tj, g[:, a], self.n_times) - np.bincount(self.ti, g[:, a], self.n_times)
         cost = -float(e.sum(dtype=np.float64))
         if not curvature:
             return cost, grad

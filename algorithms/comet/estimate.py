@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class CometParams:
     default_sigma_z_nm: float = 25.0
     prepass: bool = True
     prepass_windows: int | None = None
+    prepass_max_lag: int = 2  # windows registered to neighbours up to this many windows away
     max_drift_nm: float = 300.0  # search radius of the pre-pass, or of the fine pass without pre-pass
     fine_radius_nm: float | None = None
     anneal_nm: list[float] | None = None  # additive kernel widths, coarse to fine
@@ -83,6 +84,8 @@ class CometParams:
             raise ValueError("optimizer must be 'newton' or 'lbfgs'")
         if self.backend not in ("cpu", "cuda", "auto"):
             raise ValueError("backend must be 'cpu', 'cuda' or 'auto'")
+        if self.prepass_max_lag < 1:
+            raise ValueError("prepass_max_lag must be at least 1")
         for name in ("knot_frames", "merge_radius_nm", "fine_radius_nm", "max_drift_nm", "default_sigma_nm"):
             v = getattr(self, name)
             if v is not None and not v > 0:
@@ -110,6 +113,56 @@ class DriftResult:
 # ---------------------------------------------------------------- blink merging
 
 
+def _near_in_next_frames(
+    frame: np.ndarray, xy: np.ndarray, radius_nm: float, gap_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a, b) with frame[b] - frame[a] in 1..gap_frames and lateral distance ≤ radius_nm.
+
+    Localizations are hashed into (frame, cell row, cell column) keys on a grid of `radius_nm` cells;
+    in key order, the three neighbouring cells of one row in frame f + g are one contiguous key range
+    [key + shift - 1, key + shift + 1], and the shifted keys stay sorted, so each (g, row offset) is
+    one cache-friendly searchsorted of the sorted keys into themselves: no tree, no same-frame pairs.
+    """
+    n = len(frame)
+    empty = np.zeros(0, dtype=np.intp)
+    if n < 2:
+        return empty, empty
+    cx = np.floor((xy[:, 0] - xy[:, 0].min()) / radius_nm).astype(np.int64) + 1
+    cy = np.floor((xy[:, 1] - xy[:, 1].min()) / radius_nm).astype(np.int64) + 1
+    nx, ny = int(cx.max()) + 2, int(cy.max()) + 2  # a free column/row on each side: no wrap-around
+    f = frame.astype(np.int64) - int(frame.min())
+    if (int(f.max()) + gap_frames + 1) * ny * nx >= 2**62:  # keys would overflow: use a tree
+        pts = np.column_stack([xy, f * radius_nm])
+        pairs = cKDTree(pts).query_pairs(radius_nm * np.sqrt(1.0 + gap_frames**2), output_type="ndarray")
+        a, b = pairs[:, 0], pairs[:, 1]
+        df = np.abs(f[a] - f[b])
+        ok = (df >= 1) & (df <= gap_frames) & (((xy[a] - xy[b]) ** 2).sum(1) <= radius_nm**2)
+        return a[ok], b[ok]
+    key = (f * ny + cy) * nx + cx
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    out_a, out_b = [], []
+    for g in range(1, gap_frames + 1):
+        for dy in (-1, 0, 1):
+            shift = g * ny * nx + dy * nx
+            lo = np.searchsorted(skey, skey + (shift - 1), side="left")
+            hi = np.searchsorted(skey, skey + (shift + 1), side="right")
+            count = hi - lo
+            total = int(count.sum())
+            if total == 0:
+                continue
+            src = np.repeat(np.arange(n), count)
+            start = np.repeat(lo - np.cumsum(count) + count, count)
+            dst = start + np.arange(total)
+            out_a.append(order[src])
+            out_b.append(order[dst])
+    if not out_a:
+        return empty, empty
+    a, b = np.concatenate(out_a), np.concatenate(out_b)
+    ok = ((xy[a] - xy[b]) ** 2).sum(1) <= radius_nm**2
+    return a[ok], b[ok]
+
+
 def merge_blinks(
     frame: np.ndarray, pos: np.ndarray, var: np.ndarray, radius_nm: float, gap_frames: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -121,17 +174,7 @@ def merge_blinks(
     from scipy.sparse.csgraph import connected_components
 
     n = len(frame)
-    scale = radius_nm
-    pts = np.column_stack([pos[:, 0], pos[:, 1], frame.astype(np.float64) * scale])
-    pairs = cKDTree(pts).query_pairs(radius_nm * np.sqrt(1.0 + gap_frames**2), output_type="ndarray")
-    if len(pairs):
-        a, b = pairs[:, 0], pairs[:, 1]
-        df = np.abs(frame[a] - frame[b])
-        d2 = ((pos[a, :2] - pos[b, :2]) ** 2).sum(1)
-        ok = (df >= 1) & (df <= gap_frames) & (d2 <= radius_nm**2)
-        a, b = a[ok], b[ok]
-    else:
-        a = b = np.zeros(0, dtype=np.intp)
+    a, b = _near_in_next_frames(frame, pos[:, :2], radius_nm, gap_frames)
     graph = sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     n_groups, label = connected_components(graph, directed=False)
     w = 1.0 / var
@@ -154,15 +197,22 @@ def _displacement_peak(diff: np.ndarray, sigma_nm: float, radius_nm: float) -> n
     lat = diff[:, :2]
     bin_nm = max(sigma_nm / 2.0, radius_nm / 200.0)
     nb = int(np.ceil(2 * radius_nm / bin_nm))
-    hist, ex, ey = np.histogram2d(lat[:, 0], lat[:, 1], bins=nb, range=[[-radius_nm, radius_nm]] * 2)
-    hist = gaussian_filter(hist, sigma_nm / bin_nm)
+    # 2D histogram by one bincount (histogram2d's searchsorted per axis is several times slower)
+    cell = np.floor((lat + radius_nm) / bin_nm).astype(np.intp)
+    inside = ((cell >= 0) & (cell < nb)).all(axis=1)
+    hist = np.bincount(cell[inside, 0] * nb + cell[inside, 1], minlength=nb * nb).reshape(nb, nb)
+    hist = gaussian_filter(hist.astype(np.float64), sigma_nm / bin_nm)
     ix, iy = np.unravel_index(np.argmax(hist), hist.shape)
-    c = np.array([(ex[ix] + ex[ix + 1]) / 2, (ey[iy] + ey[iy + 1]) / 2])
+    c = (np.array([ix, iy]) + 0.5) * bin_nm - radius_nm
+    # mean-shift refinement on the vectors near the peak only (the window moves by less than 2σ)
+    near = np.flatnonzero(((lat - c) ** 2).sum(1) <= (4.0 * sigma_nm + bin_nm) ** 2)
+    lat_near = lat[near]
     for _ in range(5):
-        sel = ((lat - c) ** 2).sum(1) <= (2.0 * sigma_nm) ** 2
-        if not sel.any():
+        sel_near = ((lat_near - c) ** 2).sum(1) <= (2.0 * sigma_nm) ** 2
+        if not sel_near.any():
             return None
-        c = lat[sel].mean(axis=0)
+        c = lat_near[sel_near].mean(axis=0)
+    sel = near[sel_near]
     if diff.shape[1] == 2:
         return c
     z = diff[sel, 2]
@@ -185,7 +235,7 @@ def coarse_drift(
     n_windows: int,
     radius_nm: float,
     sigma_nm: float,
-    max_lag: int = 3,
+    max_lag: int = 2,
 ) -> tuple[np.ndarray, float]:
     """Coarse drift (n_times, D) from window-to-window registration (lags 1..max_lag, least squares).
 
@@ -205,17 +255,24 @@ def coarse_drift(
     shifts = np.zeros((n_windows, d))
     rows: list[tuple[int, int, np.ndarray, float]] = []
     for lag in range(1, max_lag + 1):
+        # longer lags start from the lag-1 chain's prediction: what is left is the chain's error (a few
+        # nm), so a search radius of a few dozen nm does, and costs a fraction of the full one
+        r_lag = radius_nm if lag == 1 else min(radius_nm, max(8.0 * sigma_nm, 50.0))
         for w in range(n_windows - lag):
             a, b = members[w], members[w + lag]
             if trees[w] is None or trees[w + lag] is None:
                 continue
-            pred = shifts[w + lag] - shifts[w] if lag > 1 else np.zeros(d)
-            pa = pos[a] + pred  # move window a onto b's predicted place
-            sdm = cKDTree(pa[:, :2]).sparse_distance_matrix(trees[w + lag], radius_nm, output_type="ndarray")
+            if lag == 1:
+                pred, pa, tree_a = np.zeros(d), pos[a], trees[w]
+            else:
+                pred = shifts[w + lag] - shifts[w]
+                pa = pos[a] + pred  # move window a onto b's predicted place
+                tree_a = cKDTree(pa[:, :2])
+            sdm = tree_a.sparse_distance_matrix(trees[w + lag], r_lag, output_type="ndarray")
             if len(sdm) < 3:
                 continue
             diff = pos[b[sdm["j"]]] - pa[sdm["i"]]
-            peak = _displacement_peak(diff, sigma_nm, radius_nm)
+            peak = _displacement_peak(diff, sigma_nm, r_lag)
             if peak is None:
                 continue
             rows.append((w, w + lag, peak + pred, 1.0 / lag))
@@ -258,8 +315,9 @@ def drift_basis(n_times: int, model: str, knot_frames: float) -> sparse.csr_matr
 # ---------------------------------------------------------------- fine pass
 
 
-def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: float, min_dt: float,
-                 max_pairs_per_loc: int | None = None, seed: int = 0):
+def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: float,
+                 min_dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs: within `radius` laterally (and the matching z radius), at least `min_dt` apart."""
     tree = cKDTree(pos[:, :2])
     pairs = tree.query_pairs(radius, output_type="ndarray")
     i, j = pairs[:, 0], pairs[:, 1]
@@ -267,40 +325,42 @@ def _pair_search(pos: np.ndarray, var: np.ndarray, tidx: np.ndarray, radius: flo
     if pos.shape[1] == 3:
         zr = radius * np.sqrt(np.median(var[:, 2]) / np.median(var[:, 0]))
         keep &= np.abs(pos[i, 2] - pos[j, 2]) <= zr
-    i, j = i[keep], j[keep]
-    if max_pairs_per_loc:
-        i, j = _pair_budget(i, j, len(pos), max_pairs_per_loc, seed)
-    return i, j
-
-
-def _pair_budget(i: np.ndarray, j: np.ndarray, n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep a pair when it is among the first k (random order) pairs of either of its localizations.
-
-    A molecule seen m times gives m²/2 pairs, but its localizations' offsets from the common centre are
-    pinned down by a few partners each: the budget bounds the work by about k pairs per localization.
-    """
-    order = np.random.default_rng(seed).permutation(len(i))
-    i, j = i[order], j[order]
-    keep = np.zeros(len(i), dtype=bool)
-    for side in (i, j):
-        srt = np.argsort(side, kind="stable")  # stable: random order inside each localization's list
-        s = side[srt]
-        first = np.searchsorted(s, s, side="left")
-        rank = np.arange(len(s)) - first
-        keep[srt[rank < k]] = True
     return i[keep], j[keep]
 
 
-def _curvature(basis, ti, tj, h, n_times, lam, scale):
+def _pair_budget(i: np.ndarray, j: np.ndarray, n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Thin the pairs to about k per localization, at random, independently of their residuals.
+
+    A molecule seen m times gives m²/2 pairs, but its localizations' offsets from the common centre are
+    pinned down by a few partners each. Each side of a pair keeps it with probability k / (its number of
+    pairs): a localization with d ≤ k pairs keeps them all, one with more keeps about k of its own choice
+    (plus those its partners chose). Two bincounts and two uniform draws: linear in the pair count,
+    where ranking each localization's pairs took two sorts of the whole list.
+    """
+    deg = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
+    rate = np.minimum(1.0, k / np.maximum(deg, 1))
+    rng = np.random.default_rng(seed)
+    keep = rng.random(len(i)) < rate[i]
+    keep |= rng.random(len(i)) < rate[j]
+    return i[keep], j[keep]
+
+
+def _time_bins(basis, ti, tj, n_times):
+    """Bin count and each pair's flat (bin of ti, bin of tj) index for `_curvature` (fixed per level)."""
+    nb = int(min(n_times, 4 * basis.shape[1]))
+    return nb, ((ti * nb) // n_times) * nb + (tj * nb) // n_times
+
+
+def _curvature(basis, ti, tj, h, n_times, lam, scale, bins=None):
     """Gauss-Newton-like curvature (D, K, K) of the cost in the control points, per axis.
 
     h: (P, D) curvature weights of the pairs along r. Times are binned at 4 bins per control point
     (the basis is smooth on that scale), so the (bins × bins) pair-weight matrix W is one bincount and
-    H = Bᵀ (diag(W 1) - W) B with B the (sparse) basis at the bin centres.
+    H = Bᵀ (diag(W 1) - W) B with B the (sparse) basis at the bin centres. `bins`: `_time_bins`' answer,
+    when the same pairs are used again.
     """
     k = basis.shape[1]
-    nb = int(min(n_times, 4 * k))
-    flat = ((ti * nb) // n_times) * nb + (tj * nb) // n_times
+    nb, flat = bins if bins is not None else _time_bins(basis, ti, tj, n_times)
     centres = np.minimum(((np.arange(nb) + 0.5) * n_times / nb).astype(np.int64), n_times - 1)
     bb = basis[centres].tocsc()
     out = []
@@ -344,8 +404,9 @@ def _newton_exact(ps, basis, bt, ti, tj, coef, n_times, lam, scale, max_iter, to
 
     f, g, h = evaluate(coef)
     nfev, nit = 1, 0
+    bins = _time_bins(basis, ti, tj, n_times)
     for nit in range(1, max_iter + 1):  # noqa: B007
-        hess = _curvature(basis, ti, tj, h, n_times, lam, scale)
+        hess = _curvature(basis, ti, tj, h, n_times, lam, scale, bins)
         step = np.empty_like(coef)
         for a in range(d):
             ha = hess[a] + 1e-3 * max(np.trace(hess[a]) / k, 1e-300) * np.eye(k)
@@ -392,19 +453,31 @@ def fine_pass(
     backend: str,
     stats: dict[str, Any] | None = None,
     progress: Progress | None = None,
-) -> np.ndarray:
-    """Drift table (n_times, D) minimising the pair cost, pinned to drift(0) = 0."""
+    candidates: tuple[np.ndarray, np.ndarray] | None = None,
+    coef0: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Drift table (n_times, D) minimising the pair cost, pinned to drift(0) = 0.
+
+    Also returns the control points (before pinning) and the candidate pairs before the pair budget,
+    so that a pass on a subset of the localizations (split-half) can reuse both: `candidates` skips the
+    pair search, `coef0` starts from a known solution.
+    """
     d = pos.shape[1]
     k = basis.shape[1]
     bt = basis.T.tocsr()
     t0 = time.perf_counter()
-    i, j = _pair_search(pos, var, tidx, radius_nm, min_dt, p.max_pairs_per_loc, p.seed)
+    if candidates is None:
+        candidates = _pair_search(pos, var, tidx, radius_nm, min_dt)
+    i, j = candidates
+    if p.max_pairs_per_loc:
+        i, j = _pair_budget(i, j, len(pos), p.max_pairs_per_loc, p.seed)
     if stats is not None:
         stats["pairs"] = int(len(i))
         stats["pair_search_s"] = round(time.perf_counter() - t0, 4)
-    coef = np.zeros((k, d))
+    coef = np.zeros((k, d)) if coef0 is None else np.array(coef0, dtype=np.float64)
     if len(i) == 0:
-        return basis @ coef
+        drift = basis @ coef
+        return drift - drift[0], coef, candidates
     lam = p.smoothness if p.model == "windows" else 0.0
     levels = []
     ti_all, tj_all = tidx[i], tidx[j]
@@ -421,8 +494,11 @@ def fine_pass(
                 # pairs beyond prune_k kernel widths add nothing: rebuild without them when that
                 # saves at least a fifth of the work
                 drift_t = basis @ coef
-                r = (pos[i] - pos[j]) - (drift_t[ti_all] - drift_t[tj_all])
-                keep = ((r * r) / (var[i] + var[j] + anneal)).sum(1) <= p.prune_k**2
+                if isinstance(ps, PairSetCPU):
+                    keep = ps.scaled_distance2(drift_t) <= p.prune_k**2
+                else:
+                    r = (pos[i] - pos[j]) - (drift_t[ti_all] - drift_t[tj_all])
+                    keep = ((r * r) / (var[i] + var[j] + anneal)).sum(1) <= p.prune_k**2
                 if keep.mean() < 0.8:
                     i, j, ti_all, tj_all = i[keep], j[keep], ti_all[keep], tj_all[keep]
                     ps = _make_pairs(backend, pos, var, tidx, i, j, anneal, n_times)
@@ -475,7 +551,8 @@ def fine_pass(
                 raise StopIteration
 
         max_iter = p.max_iter if last else max(5, p.max_iter // 4)
-        tol = p.tol_nm if last else 10 * p.tol_nm  # intermediate levels only need to hand over
+        # intermediate levels only hand over to a narrower kernel: a tenth of its width is close enough
+        tol = p.tol_nm if last else max(10 * p.tol_nm, 0.1 * float(s_a))
         if exact_newton:
             trust = max(float(s_a), 2.0 * float(np.sqrt(np.median(var[:, 0]))))
             coef, nit, nfev = _newton_exact(ps, basis, bt, ti_all, tj_all, coef, n_times, lam, scale,
@@ -493,7 +570,7 @@ def fine_pass(
     if stats is not None:
         stats["levels"] = levels
     drift = basis @ coef
-    return drift - drift[0]
+    return drift - drift[0], coef, candidates
 
 
 # ---------------------------------------------------------------- top level
@@ -563,7 +640,7 @@ def estimate_drift(
     coarse = np.zeros((n_times, d))
     if p.prepass:
         n_win = p.prepass_windows or int(np.clip(len(mpos) / 2500, 8, 60))
-        coarse, coarse_step = coarse_drift(tidx, mpos, n_times, n_win, p.max_drift_nm, sig_med)
+        coarse, coarse_step = coarse_drift(tidx, mpos, n_times, n_win, p.max_drift_nm, sig_med, p.prepass_max_lag)
         stats["prepass_windows"] = n_win
         stats["prepass_step_nm"] = round(coarse_step, 3)
         # Project onto the drift model: the interpolated coarse drift has kinks at window centres that
@@ -590,22 +667,31 @@ def estimate_drift(
     # 3. fine pass on the coarse-corrected positions
     t0 = time.perf_counter()
     cpos = mpos - coarse[tidx]
-    fine = fine_pass(cpos, mvar, tidx, n_times, basis, anneal, radius, min_dt, p, backend, stats,
-                     (lambda f, s: report(0.2 + 0.5 * f, s)) if progress else None)
+    fine, fine_coef, candidates = fine_pass(cpos, mvar, tidx, n_times, basis, anneal, radius, min_dt, p,
+                                            backend, stats, (lambda f, s: report(0.2 + 0.5 * f, s)) if progress
+                                            else None)
     drift = coarse + fine
     drift -= drift[0]
     timings["fine"] = time.perf_counter() - t0
 
-    # 4. split-half precision (started from the full estimate's coarse part, short anneal)
+    # 4. split-half precision: each half's own optimum of the finest level, found from the full estimate
+    # (the same basin; Newton converges to the half's optimum whatever the start) on the full pass's
+    # candidate pairs whose both members are in the half, with the pair budget drawn again per half
     result = DriftResult(drift=drift, coarse=coarse, stats=stats)
     if p.split_half and len(mpos) >= 20:
         t0 = time.perf_counter()
         rng = np.random.default_rng(p.seed)
         half = rng.random(len(mpos)) < 0.5
         halves = []
+        cand_i, cand_j = candidates
+        # the halves' difference is ~the full estimate's error (tenths of a nm): 0.02 nm steps are converged
+        p_half = replace(p, tol_nm=max(p.tol_nm, 0.02))
         for sel in (half, ~half):
-            halves.append(fine_pass(cpos[sel], mvar[sel], tidx[sel], n_times, basis, anneal, radius, min_dt,
-                                    p, backend))
+            renumber = np.cumsum(sel) - 1
+            both = sel[cand_i] & sel[cand_j]
+            sub = (renumber[cand_i[both]], renumber[cand_j[both]])
+            halves.append(fine_pass(cpos[sel], mvar[sel], tidx[sel], n_times, basis, anneal[-1:], radius, min_dt,
+                                    p_half, backend, candidates=sub, coef0=fine_coef)[0])
         diff = (halves[0] - halves[1]) / 2.0
         diff -= diff.mean(axis=0)
         # each half has twice the variance of the full estimate: half the difference has the full one's

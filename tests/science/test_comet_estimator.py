@@ -123,3 +123,42 @@ def test_blink_merging_joins_consecutive_frames_only():
     np.testing.assert_allclose(mpos[k], [1 / 3, 1 / 3])
     np.testing.assert_allclose(mvar[k], 4.0 / 3)
     assert mframe[k] == 1
+
+
+@pytest.mark.parametrize("gap", [1, 2])
+def test_next_frame_neighbours_equal_brute_force(gap):
+    """The hashed search finds exactly the pairs a brute-force scan finds (cell edges, both orders)."""
+    from algorithms.comet.estimate import _near_in_next_frames
+
+    rng = np.random.default_rng(7)
+    n = 600
+    frame = rng.integers(0, 12, n)
+    xy = rng.uniform(0, 300, (n, 2))  # dense: many pairs straddle the 20 nm cell edges
+    a, b = _near_in_next_frames(frame, xy, 20.0, gap)
+    got = {(int(min(i, j)), int(max(i, j))) for i, j in zip(a, b, strict=True)}
+    df = np.abs(frame[:, None] - frame[None, :])
+    d2 = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
+    ii, jj = np.nonzero(np.triu((df >= 1) & (df <= gap) & (d2 <= 20.0**2), 1))
+    want = set(zip(ii.tolist(), jj.tolist(), strict=True))
+    assert len(want) > 100 and got == want
+    assert np.all(frame[b] - frame[a] >= 1)  # each pair once, earlier frame first
+
+
+def test_pair_budget_keeps_about_k_pairs_per_localization_and_all_of_sparse_ones():
+    from algorithms.comet.estimate import _pair_budget
+
+    rng = np.random.default_rng(3)
+    # localization 0 has 400 partners; 1..400 have only that one pair; 401..410 form a 5-pair chain
+    i = np.concatenate([np.zeros(400, int), np.arange(401, 406)])
+    j = np.concatenate([np.arange(1, 401), np.arange(402, 407)])
+    ki, kj = _pair_budget(i, j, 411, 4, seed=int(rng.integers(1000)))
+    kept_chain = (ki >= 401).sum()
+    assert kept_chain == 5  # nobody on the chain has more than 4 pairs: all kept
+    # the hub's pairs: each leaf has 1 pair (≤ k) so keeps it: the budget never starves a sparse partner
+    assert (ki == 0).sum() == 400
+    # two hubs joined only to each other's dense neighbourhoods: about k per side survive
+    hub_i = np.repeat(np.arange(50), 50)
+    hub_j = np.tile(np.arange(50, 100), 50)
+    ki, kj = _pair_budget(hub_i, hub_j, 100, 4, seed=1)
+    per_loc = np.bincount(ki, minlength=100) + np.bincount(kj, minlength=100)
+    assert 4 <= per_loc.mean() <= 12  # each side keeps ~4 of its 50, plus those its partners chose
