@@ -1,6 +1,10 @@
 """DECODE-Plex accuracy benchmark (not a test): train on the simulation engine, score an independent test set.
 
-    python bench/decode_plex_accuracy.py [--scenario cpu-quick] [--steps 3000] [--threads 1]
+    python bench/decode_plex_accuracy.py [--scenario cpu-quick] [--steps 6000] [--epochs 12] [--threads 1]
+
+The defaults are those of the measured passing run (``bench/results/decode_plex_accuracy.json``:
+``--steps 6000 --epochs 12 --threads 1``, ~20 min on one shared CPU core, 1.35 × √CRLB); 3000 steps
+(before the LR warm-up existed) gave 1.50 ×, just short of the goal.
 
 Scenario ``cpu-quick`` (issue 5): single-channel 2D, Gaussian PSF (σ 1.2 px, 100 nm pixels), perfect
 (Poisson-only) camera; the test set is 40 × 40 px frames at low density (0.05 emitters/µm²), every emitter at
@@ -72,8 +76,8 @@ def concat(tables: list[LocTable]) -> LocTable:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", choices=["cpu-quick"], default="cpu-quick")
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=6000, help="training steps in all (3000 misses the goal)")
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--features", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)

@@ -111,3 +111,36 @@ def test_multichannel_position_derivatives_follow_the_transform(astig_gauss):
     )
     assert rotated[0, 0] == pytest.approx(ref[1, 1], rel=1e-6)
     assert rotated[1, 1] == pytest.approx(ref[0, 0], rel=1e-6)
+
+
+def test_scmos_read_noise_raises_the_crlb_like_extra_background(astig_gauss):
+    """sCMOS branch: zero read noise (qe 1) is the Poisson CRLB; read-noise variance σ² (e⁻², qe 1) adds to each
+    pixel's variance exactly as σ² photons of extra background would (Huang et al. 2013), so the CRLB equals the
+    Poisson one at background b + σ², and grows with σ. Tolerance 1e-9 relative: these are the same sums."""
+    x, y, z, n_ph, bg, shape = [8.3], [7.6], [150.0], 2000.0, 20.0, (17, 17)
+
+    def scmos(read_noise_e):
+        return camera_from_params({"kind": "scmos", "qe": 1.0, "em_gain": None, "read_noise_e": read_noise_e})
+
+    poisson = crlb_single(astig_gauss, x, y, z, n_ph, bg, shape)[0]
+    np.testing.assert_allclose(crlb_single(astig_gauss, x, y, z, n_ph, bg, shape, scmos(0.0))[0], poisson, rtol=1e-9)
+    previous = poisson
+    for rn in (1.6, 3.0, 6.0):
+        cr = crlb_single(astig_gauss, x, y, z, n_ph, bg, shape, scmos(rn))[0]
+        assert np.all(cr > previous), (rn, cr, previous)  # every parameter loses precision
+        np.testing.assert_allclose(cr, crlb_single(astig_gauss, x, y, z, n_ph, bg + rn**2, shape)[0], rtol=1e-9)
+        previous = cr
+    # a per-pixel map that is the same everywhere is the scalar
+    flat = crlb_single(astig_gauss, x, y, z, n_ph, bg, shape, scmos(np.full(shape, 3.0)))[0]
+    np.testing.assert_allclose(flat, crlb_single(astig_gauss, x, y, z, n_ph, bg, shape, scmos(3.0))[0], rtol=1e-12)
+
+
+def test_scmos_quantum_efficiency_acts_as_fewer_photons_and_read_noise_as_background():
+    """qe < 1: detected electrons are Poisson(qe·μ) plus read noise σ (e⁻), so the position CRLB equals the
+    Poisson one for qe·N photons on qe·b + σ² background (exact; tolerance 1e-9 relative)."""
+    psf = GaussianPSF(sigma_px=1.3, roi_px=15)
+    for rn in (0.0, 2.0):
+        cam = camera_from_params({"kind": "scmos", "qe": 0.8, "em_gain": None, "read_noise_e": rn})
+        with_qe = crlb_single(psf, [7.2], [7.7], [0.0], 3000.0, 30.0, (15, 15), cam)[0]
+        fewer = crlb_single(psf, [7.2], [7.7], [0.0], 0.8 * 3000.0, 0.8 * 30.0 + rn**2, (15, 15))[0]
+        np.testing.assert_allclose(with_qe[:2], fewer[:2], rtol=1e-9)

@@ -1,6 +1,13 @@
-"""Fitting plumbing: multi-file movies read in chunks, ADU → photons, channel split, clamped windows."""
+"""Fitting plumbing: multi-file movies read in chunks, ADU → photons, channel split, clamped windows; and a
+two-colour model trained in seconds taken end to end through the fit CLI (split, colour assignment, QC)."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +16,15 @@ import torch
 
 from algorithms.decode_plex.fit import ChannelSplit, Movie, predict_movie, windows
 from algorithms.decode_plex.model import DecodePlexNet
-from algorithms.decode_plex.samples import SampleConfig, aux_maps
+from algorithms.decode_plex.samples import SampleConfig, aux_maps, sample_batch
+from algorithms.decode_plex.train import TrainConfig, train
+from algorithms.evaluation import evaluate
+from algorithms.io.formats import read_table, write_table
+from algorithms.io.table import LocTable
 from algorithms.simulation.camera import Camera, camera_from_params
+from algorithms.simulation.render import simulate
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -83,9 +97,6 @@ def test_chunked_prediction_equals_one_pass_for_a_window_3_two_camera_model(tmp_
 
 @pytest.mark.parametrize(("schema", "defaults"), [("decode_plex_train", "TRAIN_DEFAULTS"), ("decode_plex_fit", "FIT_DEFAULTS")])
 def test_param_schemas_match_cli_defaults(schema, defaults):
-    import json
-    from pathlib import Path
-
     import algorithms
     from algorithms.decode_plex import cli
 
@@ -94,3 +105,103 @@ def test_param_schemas_match_cli_defaults(schema, defaults):
     assert set(spec["properties"]) == set(want)
     for name, prop in spec["properties"].items():
         assert prop["default"] == want[name], name
+
+
+# --- End to end: a two-colour model through the fit CLI -------------------------------------------------------
+
+MC_CAMERA = {"kind": "perfect", "baseline": 100.0, "e_per_adu": 0.5}  # ADU = photons · 2 + 100
+MC_RATIOS = [0.25, 4.0]  # channel-1 / channel-0 photons of dye 0 and dye 1
+MC_TOY = SampleConfig(mode="multicolor", channels=2, three_d=True, frame_size=(32, 32), z_range_nm=(-300.0, 300.0),
+                      density_per_um2=0.5, on_time_frames=1e6, photons=(2000.0, 6000.0), bg=(20.0, 50.0),
+                      camera=MC_CAMERA, shifts_px=[(0.0, 0.0), (1.0, 0.5)], dye_ratios=MC_RATIOS)
+
+
+@pytest.fixture(scope="module")
+def multicolor_model(tmp_path_factory):
+    """A tiny 3D two-colour model, 400 ratiometric steps (~35 s on one core): enough to tell the two dyes apart."""
+    out = tmp_path_factory.mktemp("mc_model")
+    tc = TrainConfig(epochs=4, steps_per_epoch=100, batch_size=8, lr=3e-3, schedule="cosine", val_samples=16,
+                     seed=0, warmup_steps=0)
+    train(MC_TOY.model_config(features=8, depth=2), tc, lambda b, s: sample_batch(MC_TOY, b, s), out,
+          report=lambda *a, **k: None,
+          extra={"camera": MC_CAMERA, "simulation": MC_TOY.to_dict(), "calibration_sha256": "0" * 64})
+    return out / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def two_channel_movie(tmp_path_factory):
+    """20 independent frames (32 × 40 px per channel, ADU) of the two dyes, stored twice: as the two halves of
+    one camera (channel 1 mirrored, as behind a dichroic) and as two cameras; truth with ``code`` = dye."""
+    folder = tmp_path_factory.mktemp("mc_movie")
+    adu, truths = [], []
+    for f in range(20):
+        res = simulate(dataclasses.replace(MC_TOY.simulation_config(5000 + f), frame_shape=(32, 40)))
+        adu.append(np.rint(res.adu[0]).astype(np.uint16))
+        t = res.truth
+        truths.append({"frame": np.full(len(t), f), "x": t["x"], "y": t["y"], "z": t["z"], "photons": t["photons"],
+                       "code": t["dye"]})
+    a = np.stack([c[0] for c in adu])
+    b = np.stack([c[1] for c in adu])
+    tifffile.imwrite(folder / "halves.tif", np.concatenate([a, b[..., ::-1]], axis=-1))
+    tifffile.imwrite(folder / "cam_a.tif", a)
+    tifffile.imwrite(folder / "cam_b.tif", b)
+    truth = LocTable.from_arrays({"px_size_nm": MC_TOY.px_size_nm},
+                                 **{k: np.concatenate([t[k] for t in truths]) for k in truths[0]})
+    write_table(truth, folder / "truth.csv")
+    assert set(np.unique(truth["code"])) == {0, 1}
+    return folder, truth
+
+
+def _fit(model, outputs, frames, frames_b=(), params=None):
+    args = ["-m", "algorithms.decode_plex", "fit", "--model", str(model), "--frames", *map(str, frames),
+            "--outputs", str(outputs)]
+    if frames_b:
+        args += ["--frames-b", *map(str, frames_b)]
+    if params is not None:
+        (outputs.parent / f"{outputs.name}_params.json").write_text(json.dumps(params))
+        args += ["--params", str(outputs.parent / f"{outputs.name}_params.json")]
+    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((outputs / "fit_report.json").read_text())
+
+
+def test_fit_cli_assigns_colours_from_one_camera_split_in_halves_or_two_cameras(
+    multicolor_model, two_channel_movie, tmp_path
+):
+    """Colour accuracy against the truth (measured 0.98, no rejections, JI 0.74); a wrong split (e.g. the
+    mirrored half left mirrored) drops JI to 0.3 and breaks the equality of the two runs."""
+    movie, truth = two_channel_movie
+    # one camera, channel 1 in the mirrored right half; dye ratios given, so code d is dye d
+    halves = _fit(multicolor_model, tmp_path / "halves", [movie / "halves.tif"],
+                  params={"dye_ratios": MC_RATIOS, "mirror_second": True})
+    # two cameras; dye ratios found as photon-ratio histogram peaks (reported highest ratio first)
+    cams = _fit(multicolor_model, tmp_path / "cams", [movie / "cam_a.tif"], [movie / "cam_b.tif"])
+
+    for out, report in ((tmp_path / "halves", halves), (tmp_path / "cams", cams)):
+        assert report["frames"] == 20 and report["localizations"] > 0 and report["debiased"] is True
+        assert {"qc_photon_ratio.png", "qc_sigma_vs_z.png", "qc_subpixel.png", "qc_preview.png"} <= set(report["qc"])
+        for name in report["qc"]:
+            png = (out / name).read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000, name
+        assert 0.0 <= report["rejection_rate"] <= 0.1, report
+    assert halves["dye_ratios"] == MC_RATIOS
+    found = cams["dye_ratios"]
+    assert found[0] == pytest.approx(MC_RATIOS[1], rel=0.3) and found[1] == pytest.approx(MC_RATIOS[0], rel=0.3)
+
+    a, b = read_table(tmp_path / "halves" / "locs.h5"), read_table(tmp_path / "cams" / "locs.h5")
+    # the same photons reach the network either way: identical localizations and per-channel photons
+    assert len(a) == len(b)
+    for col in ("frame", "x", "y", "z", "photons_0", "photons_1"):
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-4, atol=1e-2, err_msg=col)
+    for t in (a, b):
+        assert set(np.unique(t["code"])) <= {-1, 0, 1}
+        assert np.array_equal(t["code"] == -1, t["color_posterior"] < 0.9)
+    # found ratios are in the other order: code 0 ↔ ratio 4 ↔ dye 1
+    b_as_dyes = b.with_columns(code=np.where(b["code"] >= 0, 1 - b["code"], -1))
+
+    for pred in (a, b_as_dyes):
+        m = evaluate(truth, pred)
+        assert m["jaccard"] >= 0.6, m  # 400 steps: bright emitters found, dim/overlapping ones missed
+        assert m["color_accuracy"] >= 0.9 and m["rejection_rate"] <= 0.1, m
+        assert m["rmse_ax"] < 250.0, m  # nm, z range ±300 nm: z is learned, if coarsely
