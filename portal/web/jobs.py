@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -28,6 +30,29 @@ NOTIFY_CHOICES = [(Job.Notify.ALWAYS, "Email me when it ends"), (Job.Notify.FAIL
                   (Job.Notify.NEVER, "No email")]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 TEXT_SUFFIXES = {".json", ".txt", ".csv", ".log", ".yaml", ".yml", ".md", ".tsv"}
+
+# The QC report (algorithms/render/qc.py: qc.json + qc_*.png + qc.html; algorithms/decode_plex/qc.py: qc_*.png)
+# is shown from qc.json and the PNGs in our own template. qc.html is user content: it is only downloaded,
+# never served as a page of the portal (and its relative <img> links work only beside its PNGs, as in the
+# provenance bundle).
+QC_SUMMARY = "qc.json"
+QC_SUMMARY_MAX_BYTES = 256 * 1024
+QC_FIGURES: dict[str, tuple[str, str]] = {  # file → (title, what to look for), in the report's order
+    "qc_subpixel.png": ("Sub-pixel positions", "Flat when the fitter is unbiased; peaks at the pixel centre or at "
+                                               "the edges mean pixel locking."),
+    "qc_photons.png": ("Photons per localization", ""),
+    "qc_bg.png": ("Background", ""),
+    "qc_sigma.png": ("Localization precision", ""),
+    "qc_psf_sigma.png": ("PSF width", ""),
+    "qc_sigma_vs_z.png": ("Predicted precision vs z", ""),
+    "qc_photon_ratio.png": ("Photon ratios and dye peaks", "One peak per dye, at the dashed lines."),
+    "qc_per_frame.png": ("Localizations per frame", "Steady or slowly decaying; steps mean focus loss or changed "
+                                                    "illumination."),
+    "qc_frc.png": ("Fourier ring correlation", "Resolution where the smoothed curve crosses 1/7."),
+    "qc_drift.png": ("Drift", "The table's drift trace in x and y (nm)."),
+}
+# Rendered images lead the previews: the renderer's outputs and a fit's rendered QC preview.
+RENDER_PREVIEWS = {"qc_preview.png"}
 
 
 def _filtered_jobs(request):
@@ -71,14 +96,137 @@ def _own_job(request, job_id) -> Job:
 
 
 def _sections(job: Job) -> dict[str, str]:
-    context = {"job": job, "outputs": _outputs(job)}
+    outputs = _outputs(job)
+    context = {"job": job, "outputs": outputs, "previews": _previews(outputs), "qc": _qc(outputs)}
     return {name: render_to_string(f"portal/jobs/_{name}.html", context)
-            for name in ("attempts", "events", "outputs")}
+            for name in ("attempts", "events", "outputs", "qc")}
 
 
 def _outputs(job: Job) -> list[dict]:
     return [{"file": f, "image": f.suffix in IMAGE_SUFFIXES, "text": f.suffix in TEXT_SUFFIXES}
             for f in job.outputs.all()]
+
+
+def _is_render(name: str) -> bool:
+    return name.startswith("render") or name in RENDER_PREVIEWS
+
+
+def _is_qc_plot(name: str) -> bool:
+    return name.startswith("qc_") and name.endswith(".png") and name not in RENDER_PREVIEWS
+
+
+def _previews(outputs: list[dict]) -> list[dict]:
+    """Images shown inline under the outputs: renders first; QC plots go to the QC section instead."""
+    images = [o for o in outputs if o["image"] and not _is_qc_plot(o["file"].name)]
+    return sorted(images, key=lambda o: not _is_render(o["file"].name))  # stable: by name within each group
+
+
+def _qc(outputs: list[dict]) -> dict[str, Any] | None:
+    """The QC section: key figures from qc.json and the qc_*.png plots with captions; None without a report."""
+    plots = [o["file"] for o in outputs if _is_qc_plot(o["file"].name)]
+    summary_file = next((o["file"] for o in outputs if o["file"].name == QC_SUMMARY), None)
+    if not plots and summary_file is None:
+        return None
+    summary, error = _read_qc_summary(summary_file) if summary_file else ({}, "")
+    order = list(QC_FIGURES)
+    plots.sort(key=lambda f: (order.index(f.name) if f.name in QC_FIGURES else len(order), f.name))
+    figures = []
+    for f in plots:
+        title, hint = QC_FIGURES.get(f.name, (f.name.removeprefix("qc_").removesuffix(".png").replace("_", " ")
+                                              .capitalize(), ""))
+        figures.append({"file": f, "title": title, "detail": _qc_plot_detail(f.name, summary), "hint": hint})
+    return {"figures": _qc_key_figures(summary), "plots": figures, "error": error, "summary_file": summary_file,
+            "html_file": next((o["file"] for o in outputs if o["file"].name == "qc.html"), None)}
+
+
+def _read_qc_summary(file: File) -> tuple[dict[str, Any], str]:
+    if file.size > QC_SUMMARY_MAX_BYTES:
+        return {}, f"{file.name} is larger than {QC_SUMMARY_MAX_BYTES // 1024} KB: not shown."
+    try:
+        with default_storage.open(file.key, "rb") as fh:
+            summary = json.loads(fh.read(QC_SUMMARY_MAX_BYTES + 1))
+    except (OSError, ValueError):
+        return {}, f"{file.name} could not be read."
+    if not isinstance(summary, dict):
+        return {}, f"{file.name} does not hold a QC summary."
+    return summary, ""
+
+
+def _num(value: Any) -> float | None:
+    """A finite number from qc.json, or None (qc.json is a job's output: anything may be in it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, int) or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _per_axis(summary: dict[str, Any], pattern: str, unit: str = "") -> str:
+    """Per-axis values of keys such as median_sigma_{axis}_nm as "x 10.2 nm · y 9.8 nm"; "" if none."""
+    parts = [f"{axis} {_fmt(v)}{unit}" for axis in ("x", "y", "z")
+             if (v := _num(summary.get(pattern.format(axis=axis)))) is not None]
+    return " · ".join(parts)
+
+
+def _qc_key_figures(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """Label, value and note of the numbers in qc.json (algorithms/render/qc.py's schema), known ones first."""
+    rows: list[dict[str, str]] = []
+
+    def add(label: str, value: str, note: str = "") -> None:
+        if value:
+            rows.append({"label": label, "value": value, "note": note})
+
+    n, frames = _num(summary.get("localizations")), _num(summary.get("frames"))
+    add("Localizations", _fmt(n) if n is not None else "")
+    add("Frames", _fmt(frames) if frames is not None else "",
+        f"{_fmt(n / frames)} localizations per frame" if n is not None and frames else "")
+    frc = summary.get("frc")
+    if isinstance(frc, dict):
+        res, std = _num(frc.get("resolution_nm")), _num(frc.get("split_std_nm"))
+        splits = frc.get("split_resolutions_nm")
+        note = [f"± {_fmt(std)} nm over {len(splits)} splits" if std is not None and isinstance(splits, list)
+                else "", f"{_fmt(p)} nm pixel" if (p := _num(frc.get("pixel_nm"))) is not None else ""]
+        add("FRC resolution", f"{_fmt(res)} nm" if res is not None else "no 1/7 crossing below Nyquist",
+            ", ".join(x for x in note if x))
+    elif isinstance(summary.get("frc_error"), str):
+        add("FRC resolution", "not computed", summary["frc_error"])
+    for key, label, unit in (("median_photons", "Median photons", " photons"),
+                             ("median_bg", "Median background", " photons/px")):
+        add(label, f"{_fmt(v)}{unit}" if (v := _num(summary.get(key))) is not None else "")
+    add("Median precision", _per_axis(summary, "median_sigma_{axis}_nm", " nm"))
+    add("Median PSF width", _per_axis(summary, "median_psf_sigma_{axis}_nm", " nm"))
+    add("Sub-pixel χ²/dof", _per_axis(summary, "subpixel_chi2_dof_{axis}"), "about 1 when flat")
+    known = {"localizations", "frames", "frc", "frc_error", "median_photons", "median_bg"}
+    known |= {f"{p}_{a}{s}" for a in "xyz" for p, s in (("median_sigma", "_nm"), ("median_psf_sigma", "_nm"),
+                                                        ("subpixel_chi2_dof", ""))}
+    for key, value in summary.items():  # numbers a newer report adds, under their own names
+        if key not in known and (v := _num(value)) is not None:
+            add(str(key).replace("_", " "), _fmt(v))
+    return rows
+
+
+def _qc_plot_detail(name: str, summary: dict[str, Any]) -> str:
+    """The caption's numbers for one QC plot, from qc.json."""
+    n, frames = _num(summary.get("localizations")), _num(summary.get("frames"))
+    frc = summary.get("frc") if isinstance(summary.get("frc"), dict) else {}
+    details = {
+        "qc_subpixel.png": f"χ²/dof against flat: {chi}" if (chi := _per_axis(summary, "subpixel_chi2_dof_{axis}"))
+        else "",
+        "qc_photons.png": f"median {_fmt(v)} photons" if (v := _num(summary.get("median_photons"))) is not None
+        else "",
+        "qc_bg.png": f"median {_fmt(v)} photons/px" if (v := _num(summary.get("median_bg"))) is not None else "",
+        "qc_sigma.png": f"median {s}" if (s := _per_axis(summary, "median_sigma_{axis}_nm", " nm")) else "",
+        "qc_psf_sigma.png": f"median {s}" if (s := _per_axis(summary, "median_psf_sigma_{axis}_nm", " nm")) else "",
+        "qc_per_frame.png": f"mean {_fmt(n / frames)} per frame over {_fmt(frames)} frames" if n is not None
+        and frames else "",
+        "qc_frc.png": (f"resolution {_fmt(res)} nm" if (res := _num(frc.get("resolution_nm"))) is not None
+                       else "no 1/7 crossing below Nyquist") if frc else "",
+    }
+    return details.get(name, "")
 
 
 @require_GET
@@ -87,8 +235,7 @@ def job_page(request, job_id):
     job = _own_job(request, job_id)
     entry = _entry_or_none(job)
     return render(request, "portal/jobs/detail.html", {
-        "job": job, "row": job_row(job), "entry": entry, "outputs": _outputs(job),
-        "sections": _sections(job), "params_json": json.dumps(job.params, indent=2),
+        "job": job, "row": job_row(job), "entry": entry, "sections": _sections(job), "params_json": json.dumps(job.params, indent=2),
         "inputs": job.spec.get("inputs", []),
     })
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,20 @@ from algorithms.io.formats import DEFAULT_SUFFIX, FORMATS, detect_format, read_t
 from algorithms.io.table import LocTable
 
 REPO = Path(__file__).resolve().parents[2]
-REAL = REPO.parent / "shared/data/real"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real tool files not present at {REAL}")
+REAL = REPO / "tests/data/real"  # small files of other tools, kept in the repository (README there)
+SHARED_REAL = REPO.parent / "shared/data/real"  # files too large to keep here (the SMAP table, 2.9 MB)
+
+
+def real_file(name: str) -> Path:
+    """A file written by another tool: from the repository, else from the shared folder. A missing one
+    skips the test, or fails it when LOCUS_REQUIRE_ALL=1 (CI), so a run without it cannot pass silently."""
+    for folder in (REAL, SHARED_REAL):
+        if (folder / name).is_file():
+            return folder / name
+    message = f"real tool file {name} not present in {REAL} or {SHARED_REAL}"
+    if os.environ.get("LOCUS_REQUIRE_ALL") == "1":
+        pytest.fail(f"{message} (LOCUS_REQUIRE_ALL=1)")
+    pytest.skip(message)
 
 
 def _table(n: int = 200, seed: int = 0, three_d: bool = True) -> LocTable:
@@ -44,12 +57,18 @@ def _assert_same(a: LocTable, b: LocTable, names=None, rtol=1e-6) -> None:
 
 
 # ---- real files -------------------------------------------------------------------------------------
-@needs_real
+def test_the_small_real_files_travel_with_the_repository():
+    # Were they only in the shared folder, a clone without it would skip the reader tests and pass silently.
+    for name in ("testdata_locs.hdf5", "testdata_locs.yaml", "decode_dstorm_data.h5"):
+        assert (REAL / name).is_file(), name
+
+
 def test_picasso_real_file_reads_in_nm_with_localize_pixel_size():
-    table = read_table(REAL / "testdata_locs.hdf5")
+    path = real_file("testdata_locs.hdf5")
+    table = read_table(path)
     assert len(table) == 564
     assert table.meta["px_size_nm"] == 130.0  # Localize's Pixelsize wins over Simulate's Camera.Pixelsize
-    with h5py.File(REAL / "testdata_locs.hdf5") as h5:
+    with h5py.File(path) as h5:
         raw = h5["locs"][...]
     # Picasso's pixel centres are at integers; ours at +0.5 px (image corner at 0 nm)
     np.testing.assert_allclose(table["x"], (raw["x"] + 0.5) * 130.0, rtol=1e-6)
@@ -61,9 +80,8 @@ def test_picasso_real_file_reads_in_nm_with_localize_pixel_size():
     assert table.meta["width_px"] == 32 and table.meta["height_px"] == 32
 
 
-@needs_real
 def test_picasso_pixel_size_override_wins():
-    assert read_table(REAL / "testdata_locs.hdf5", px_size_nm=100.0).meta["px_size_nm"] == 100.0
+    assert read_table(real_file("testdata_locs.hdf5"), px_size_nm=100.0).meta["px_size_nm"] == 100.0
 
 
 def test_picasso_yaml_decision_order():
@@ -73,10 +91,10 @@ def test_picasso_yaml_decision_order():
     assert picasso.pixel_size_from_documents([]) is None
 
 
-@needs_real
 def test_decode_real_file_swaps_axes_and_scales_each_by_its_pixel_size():
-    table = read_table(REAL / "decode_dstorm_data.h5")
-    with h5py.File(REAL / "decode_dstorm_data.h5") as h5:
+    path = real_file("decode_dstorm_data.h5")
+    table = read_table(path)
+    with h5py.File(path) as h5:
         xyz = h5["data/xyz"][...]
         frame_ix = h5["data/frame_ix"][...]
     assert len(table) == 96
@@ -89,10 +107,10 @@ def test_decode_real_file_swaps_axes_and_scales_each_by_its_pixel_size():
     assert table.meta["px_size_xy_nm"] == [117.0, 127.0]
 
 
-@needs_real
 def test_smap_v73_real_file_has_zero_based_frames_and_nm():
-    table = read_table(REAL / "smap_dstorm_data.mat")
-    with h5py.File(REAL / "smap_dstorm_data.mat") as h5:
+    path = real_file("smap_dstorm_data.mat")
+    table = read_table(path)
+    with h5py.File(path) as h5:
         frame = h5["saveloc/loc/frame"][()].ravel()
         xnm = h5["saveloc/loc/xnm"][()].ravel()
         n_fields = len(h5["saveloc/loc"])
@@ -104,11 +122,10 @@ def test_smap_v73_real_file_has_zero_based_frames_and_nm():
     assert table.meta["px_size_nm"] == pytest.approx(104.0)
 
 
-@needs_real
 @pytest.mark.parametrize("name", ["testdata_locs.hdf5", "decode_dstorm_data.h5", "smap_dstorm_data.mat"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_real_files_round_trip_through_every_format(tmp_path, name, fmt):
-    table = read_table(REAL / name)
+    table = read_table(real_file(name))
     out = write_table(table, tmp_path / f"t{DEFAULT_SUFFIX[fmt]}", fmt=fmt)
     back = read_table(out[0])
     assert detect_format(out[0]) == fmt
@@ -162,15 +179,15 @@ def test_picasso_file_written_by_us_has_picasso_fields_and_yaml(tmp_path):
     assert picasso.pixel_size_from_documents(docs) == 110.0
 
 
-@needs_real
 def test_picasso_rewrite_keeps_history_and_dtypes(tmp_path):
-    table = read_table(REAL / "testdata_locs.hdf5")
+    path = real_file("testdata_locs.hdf5")
+    table = read_table(path)
     out = write_table(table, tmp_path / "again.hdf5")
-    with h5py.File(out[0]) as h5, h5py.File(REAL / "testdata_locs.hdf5") as orig:
+    with h5py.File(out[0]) as h5, h5py.File(path) as orig:
         assert h5["locs"].dtype == orig["locs"].dtype
         np.testing.assert_allclose(h5["locs"]["x"], orig["locs"]["x"], rtol=1e-6)
     text = out[1].read_text()
-    assert text.startswith((REAL / "testdata_locs.yaml").read_text().rstrip("\n"))
+    assert text.startswith(path.with_suffix(".yaml").read_text().rstrip("\n"))
     assert "Generated by: Locus convert" in text
 
 

@@ -1,11 +1,15 @@
 """Job and dataset pages (Django test client): the registry-generated form and its field errors, clone and
-re-run, the live JSON, queue positions, previews, dataset deletion refused while a job uses it."""
+re-run, the live JSON, queue positions, previews, the QC report on the job page, dataset deletion refused
+while a job uses it."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 from django.http import QueryDict
 from django.test import Client
@@ -13,6 +17,7 @@ from django.test import Client
 from jobs import services, states
 from jobs.models import Dataset, Job
 from portal.web import schema_form
+from tests.unit.test_worker_api import call, claim, put_output
 
 pytestmark = pytest.mark.django_db
 
@@ -206,3 +211,140 @@ def test_staff_cancel_and_requeue_any_job_from_the_admin_with_an_audit_event(use
     assert again.owner == user and again.status == "queued" and again.params == job.params
     assert again.events.filter(kind="admin", message__contains=str(job.pk)).exists()
     assert admin.get("/admin/admin/logentry/").status_code == 200
+
+
+# --- the render and the QC report on the job page ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    """What the real code writes for a small simulated table (≈3 s): the QC report (qc.json, qc_*.png,
+    qc.html), a render, and the table itself (locs.h5) as the job's input."""
+    from algorithms.io.formats import write_table
+    from algorithms.io.table import LocTable
+    from algorithms.render import output
+    from algorithms.render.cli import RENDER_DEFAULTS, render_tables
+    from algorithms.render.qc import build_report
+
+    rng = np.random.default_rng(4)  # blinking emitters: 300 fluorophores, Poisson(10) localizations each, σ 10 nm
+    fx, fy = rng.uniform(0, 2000, 300), rng.uniform(0, 2000, 300)
+    owner = np.repeat(np.arange(300), rng.poisson(10, 300))
+    n = len(owner)
+    frame = rng.integers(0, 1000, n)
+    table = LocTable.from_arrays({"px_size_nm": 100.0}, frame=frame, x=fx[owner] + rng.normal(0, 10, n),
+                                 y=fy[owner] + rng.normal(0, 10, n), photons=rng.gamma(4, 250, n),
+                                 bg=rng.uniform(5, 15, n), sigma_x=np.full(n, 10.0), sigma_y=np.full(n, 10.0),
+                                 drift_x=frame * 0.01, drift_y=frame * -0.02)
+    out = tmp_path_factory.mktemp("report")
+    build_report(table, out, title="QC: locs.h5")
+    image, grid, _ = render_tables([table], {**RENDER_DEFAULTS, "pixel_nm": 20.0})
+    output.save_png(image, out / "render.png", grid.pixel_nm, None)
+    write_table(table, out / "locs.h5")
+    return out
+
+
+def _finished_job(user, worker, inputs: dict[str, Path], outputs: dict[str, bytes]) -> Job:
+    """A render/qc job that a worker ran: claimed, its outputs uploaded and verified, completed."""
+    dataset = Dataset.objects.create(owner=user, name="tables")
+    ids = {slot: [str(services.add_file(dataset, path.name, io.BytesIO(path.read_bytes())).pk)]
+           for slot, path in inputs.items()}
+    job, _ = services.submit(user, application="render", entrypoint="qc", inputs=ids, notify="never")
+    body = claim(worker, job.pk).json()
+    done = call(worker, body, "complete", {"exit_code": 0, "failure_class": None, "outputs": [
+        put_output(body, worker, name, data) for name, data in outputs.items()]})
+    assert done.json()["job_status"] == "succeeded", done.content
+    return job
+
+
+def _qc_outputs(report_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(report_dir.iterdir()) if p.name.startswith("qc")}
+
+
+def test_job_page_shows_the_render_first_and_the_qc_report_with_its_figures_and_captioned_plots(
+        browser, user, worker, report_dir):
+    outputs = {**_qc_outputs(report_dir), "render.png": (report_dir / "render.png").read_bytes(),
+               "frc.png": (report_dir / "qc_frc.png").read_bytes()}
+    job = _finished_job(user, worker, {"table": report_dir / "locs.h5"}, outputs)
+    files = {f.name: f for f in job.outputs.all()}
+    summary = json.loads(outputs["qc.json"])
+    page = browser.get(f"/jobs/{job.pk}/").content.decode()
+
+    previews = page.split('id="output-previews"')[1].split("</div>")[0]
+    shown = re.findall(r'data-preview="([^"]+)"', previews)
+    assert shown == ["render.png", "frc.png"]  # the render first; QC plots are not repeated here
+    assert f'<img src="/api/v1/files/{files["render.png"].pk}/download/"' in previews
+
+    qc = page.split('id="qc"')[1]
+    plots = {name for name in files if name.startswith("qc_")}
+    assert plots == {"qc_subpixel.png", "qc_photons.png", "qc_bg.png", "qc_sigma.png", "qc_per_frame.png",
+                     "qc_frc.png", "qc_drift.png"}
+    for name in plots:
+        assert f'<img src="/api/v1/files/{files[name].pk}/download/"' in qc, name
+    assert re.findall(r'data-qc-plot="([^"]+)"', qc) == [  # in the report's order
+        "qc_subpixel.png", "qc_photons.png", "qc_bg.png", "qc_sigma.png", "qc_per_frame.png", "qc_frc.png",
+        "qc_drift.png"]
+    resolution = summary["frc"]["resolution_nm"]
+    assert 15 < resolution < 60
+    figures = qc.split('id="qc-figures"')[1].split("</dl>")[0]
+    assert f"<dt>Localizations</dt><dd><strong>{summary['localizations']:,}</strong>" in figures
+    assert f"<dt>Frames</dt><dd><strong>{summary['frames']:,}</strong>" in figures
+    assert f"<dt>FRC resolution</dt><dd><strong>{resolution:.3g} nm</strong>" in figures
+    assert f"{summary['median_photons']:.3g} photons" in figures
+    assert "x 10 nm · y 10 nm" in figures  # median precision
+    assert f"<strong>Fourier ring correlation</strong>: resolution {resolution:.3g} nm" in qc
+    assert f"<strong>Photons per localization</strong>: median {summary['median_photons']:.3g} photons" in qc
+    assert "<strong>Sub-pixel positions</strong>: χ²/dof against flat: x " in qc
+    # qc.html is the job's content: downloadable as an attachment, never shown as a page of the portal
+    assert "<iframe" not in page and "<h1>QC: locs.h5" not in page
+    download = browser.get(f"/api/v1/files/{files['qc.html'].pk}/download/")
+    assert download.status_code == 200 and download["Content-Disposition"].startswith("attachment")
+    # the live JSON carries the same section, so a job that finishes while the page is open shows it
+    assert browser.get(f"/jobs/{job.pk}/live/").json()["sections"]["qc"].startswith('<div class="card qc" id="qc">')
+
+
+def test_another_user_cannot_see_the_job_page_the_qc_plots_or_their_bytes(user, other_user, worker, report_dir):
+    job = _finished_job(user, worker, {"table": report_dir / "locs.h5"}, _qc_outputs(report_dir))
+    plot = job.outputs.get(name="qc_frc.png")
+    other = Client()
+    other.force_login(other_user)
+    for url in (f"/jobs/{job.pk}/", f"/jobs/{job.pk}/live/", f"/files/{plot.pk}/",
+                f"/api/v1/files/{plot.pk}/download/"):
+        assert other.get(url).status_code == 404, url
+
+
+def test_qc_numbers_are_escaped_and_whatever_is_not_a_number_is_left_out(browser, user, worker, tmp_path):
+    """qc.json is a job's output: markup in it stays text, and only finite numbers become figures."""
+    table = tmp_path / "locs.csv"
+    table.write_text("frame,x,y\n0,1,2\n")
+    png = b"\x89PNG\r\n\x1a\n"
+    report = {"localizations": 12, "frames": 4, "frc": {"resolution_nm": None, "pixel_nm": 2.0},
+              "median_photons": "<script>alert(1)</script>", "<b>odd</b>": 3.5, "nan_value": float("nan")}
+    job = _finished_job(user, worker, {"table": table},
+                        {"qc.json": json.dumps(report).encode(), "qc_custom_check.png": png, "qc_frc.png": png})
+    qc = browser.get(f"/jobs/{job.pk}/").content.decode().split('id="qc"')[1]
+    assert "<script>alert" not in qc and "Median photons" not in qc and "nan value" not in qc
+    assert "<dt>&lt;b&gt;odd&lt;/b&gt;</dt><dd><strong>3.5</strong>" in qc
+    assert "<dt>FRC resolution</dt><dd><strong>no 1/7 crossing below Nyquist</strong>" in qc
+    assert "3 localizations per frame" in qc
+    assert "<strong>Custom check</strong>" in qc  # a plot the portal does not know keeps a caption from its name
+
+
+def test_a_fits_qc_plots_without_qc_json_get_a_qc_section_and_its_rendered_preview_leads(browser, user, worker,
+                                                                                       tmp_path):
+    """DECODE-Plex fits write qc_*.png and a rendered qc_preview.png, but no qc.json; here beside an FRC curve."""
+    table = tmp_path / "locs.csv"
+    table.write_text("frame,x,y\n0,1,2\n")
+    png = b"\x89PNG\r\n\x1a\n"
+    job = _finished_job(user, worker, {"table": table}, {
+        "fit_report.json": b"{}", "qc_photon_ratio.png": png, "qc_preview.png": png, "qc_subpixel.png": png,
+        "frc.png": png})
+    page = browser.get(f"/jobs/{job.pk}/").content.decode()
+    outputs, qc = page.split('id="qc"')
+    assert re.findall(r'data-preview="([^"]+)"', outputs) == ["qc_preview.png", "frc.png"]
+    assert re.findall(r'data-qc-plot="([^"]+)"', qc) == ["qc_subpixel.png", "qc_photon_ratio.png"]
+    assert "<strong>Photon ratios and dye peaks</strong>" in qc and 'id="qc-figures"' not in qc
+
+def test_a_job_without_qc_outputs_has_no_qc_section(browser, user):
+    job, _ = services.submit(user, application="diagnostics", entrypoint="selftest")
+    page = browser.get(f"/jobs/{job.pk}/")
+    assert b"Quality control" not in page.content
+    assert browser.get(f"/jobs/{job.pk}/live/").json()["sections"]["qc"].strip() == ""
