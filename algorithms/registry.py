@@ -10,6 +10,7 @@ import copy
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,14 @@ class Entrypoint:
         """The smallest hardware tier that covers this entrypoint (design §4)."""
         return queue_for(self.hardware)
 
+    @cached_property
+    def params_validator(self) -> jsonschema.protocols.Validator:
+        """The params schema compiled once per entrypoint (every submission validates against it)."""
+        return jsonschema.Draft202012Validator(self.params_schema)
+
     def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Validate `params` against the schema and return a copy with defaults filled in."""
-        return resolve_params(self.params_schema, params or {})
+        return resolve_params(self.params_schema, params or {}, validator=self.params_validator)
 
 
 @dataclass
@@ -323,12 +329,15 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
 
-def resolve_params(schema: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults (recursively for nested objects), then validate; raises ParamsError with the field path."""
+def resolve_params(schema: dict[str, Any], params: dict[str, Any],
+                   validator: jsonschema.protocols.Validator | None = None) -> dict[str, Any]:
+    """Fill defaults (recursively for nested objects), then validate; raises ParamsError with the field path.
+
+    `validator`, when given, is `schema` already compiled (`Entrypoint.params_validator`)."""
     if not isinstance(params, dict):
         raise ParamsError("", "params must be a JSON object")
     filled = _fill_defaults(schema, copy.deepcopy(params))
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = validator or jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
         err = errors[0]

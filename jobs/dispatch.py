@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import current_app
+from django.db import DatabaseError
 from django.utils import timezone
 from kombu import Queue
 
@@ -19,14 +20,26 @@ log = logging.getLogger(__name__)
 RUN_JOB_TASK = "locus.run_job"
 
 
-def send_job(job_id, queue: str) -> bool:
+def send_job(job_id, queue: str, *, marked: bool = False) -> bool:
+    """Send the job id to its queue and record when (`dispatched_at`, which the redispatch sweep reads).
+
+    `marked`: the caller wrote `dispatched_at` with the row already (submit, in its INSERT), so a send needs
+    no UPDATE of its own; if the send fails, it is cleared so that the sweep re-sends at its next pass, as it
+    does for any failed send.
+    """
     try:
         current_app.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=Queue(queue, routing_key=queue),
                               routing_key=queue)
     except Exception:  # noqa: BLE001 - broker down: the redispatch sweep will try again
         log.exception("could not send job %s to queue %s", job_id, queue)
+        if marked:
+            try:
+                Job.objects.filter(pk=job_id).update(dispatched_at=None)
+            except DatabaseError:  # then the sweep re-sends once dispatched_at is old enough
+                log.exception("could not clear dispatched_at of job %s", job_id)
         return False
-    Job.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
+    if not marked:
+        Job.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
     return True
 
 

@@ -156,7 +156,11 @@ class Job(models.Model):
             models.UniqueConstraint(fields=["owner", "idempotency_key"], name="unique_idempotency_key",
                                     condition=models.Q(idempotency_key__isnull=False)),
         ]
-        indexes = [models.Index(fields=["status", "queue", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "queue", "created_at"]),
+            # A user's job list, newest first (the API's cursor pages): read in index order, never sorted.
+            models.Index(fields=["owner", "-created_at", "-id"], name="job_owner_newest_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.application}/{self.version}/{self.entrypoint} {self.id}"

@@ -216,14 +216,20 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
         with transaction.atomic():
             if pinned_worker is None:
                 _check_active_jobs(user)
+            # `dispatched_at` is written with the row rather than by a second UPDATE after the send: a failed
+            # send clears it again (dispatch.send_job), so the redispatch sweep still re-sends at its next pass.
+            # A process that dies between commit and send leaves it set: the sweep re-sends once it is older
+            # than LOCUS_REDISPATCH_SECONDS, as for a message the broker lost.
             job = Job.objects.create(
                 owner=user, application=entry.application, version=entry.version, entrypoint=entry.name,
                 params=resolved, spec=spec, queue=queue, notify=notify, max_attempts=entry.max_attempts,
                 idempotency_key=idempotency_key or None, pinned_worker=pinned_worker,
+                dispatched_at=timezone.now(),
             )
-            job.inputs.set([f for fs in files.values() for f in fs])
+            if chosen := [f for fs in files.values() for f in fs]:
+                job.inputs.add(*chosen)
             states.event(job, "submitted", f"queued on {queue}")
-            transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue))
+            transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue, marked=True))
     except IntegrityError:
         # Two concurrent submissions with one idempotency key: the other one won.
         existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()

@@ -8,6 +8,7 @@ import zipfile
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import connection
 from django.http import FileResponse, HttpResponseRedirect
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -20,11 +21,13 @@ from rest_framework.views import APIView
 
 from jobs import services, states, storage
 from jobs.api.serializers import (
+    JOB_LIST,
     DatasetSerializer,
     FileSerializer,
     JobCreateSerializer,
     JobListSerializer,
     JobSerializer,
+    job_detail,
 )
 from jobs.api.uploads import StartUploadSerializer, UploadSerializer, start_upload
 from jobs.models import Dataset, File, Job
@@ -140,8 +143,9 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
             return Job.objects.none()
         qs = Job.objects.filter(owner=self.request.user)
         if self.action != "list":
-            return qs.prefetch_related("attempts__worker", "events", "outputs")
-        qs = qs.only(*JobListSerializer.Meta.fields)  # the list never needs spec/params JSON: don't parse it
+            return qs
+        # The list reads plain rows (no model instances, never the spec/params JSON): see `list`.
+        qs = qs.values(*JOB_LIST.lookups)
         params = self.request.query_params
         if value := params.get("status"):
             wanted = [s for s in value.split(",") if s]
@@ -170,14 +174,26 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         if key is not None and not (0 < len(key) <= 200):
             raise ValidationError({"Idempotency-Key": "1 to 200 characters"})
         job, created = services.submit(request.user, idempotency_key=key, **serializer.validated_data)
-        job = self.get_queryset().get(pk=job.pk)
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        if not created:  # the first submission's job, as it is now
+            return Response(job_detail(self.get_queryset().get(pk=job.pk)))
+        # Made by this request: answer from memory instead of reading it back. Its row was committed without
+        # attempts or outputs; only its `submitted` event is read. The JSON columns are shown as a read-back
+        # would give them, so the answer is byte for byte what a GET of the job gives.
+        job.params, job.spec = _as_read_back(job.params), _as_read_back(job.spec)
+        return Response(job_detail(job, attempts=[], outputs=[]), status=status.HTTP_201_CREATED)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(JOB_LIST.rows(page))
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(job_detail(self.get_object()))
 
     @extend_schema(request=None, responses={200: JobSerializer})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         job = states.cancel(self.get_object(), by=request.user)
-        return Response(JobSerializer(self.get_queryset().get(pk=job.pk)).data)
+        return Response(job_detail(self.get_queryset().get(pk=job.pk)))
 
     @extend_schema(parameters=[OpenApiParameter("offset", int), OpenApiParameter("limit", int)],
                    responses={200: {"type": "object"}})
@@ -205,24 +221,31 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
     def bundle(self, request, pk=None):
         """Provenance bundle: inputs manifest, params, spec, attempts, events, log and every output."""
         job = self.get_object()
-        detail = JobSerializer(job).data
+        detail = job_detail(job)
         spooled = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 - FileResponse closes it
         with zipfile.ZipFile(spooled, "w", zipfile.ZIP_DEFLATED) as zf:
+            outputs = [(_output_path(job, f), f) for f in job.outputs.all()]
             manifest = {"job": str(job.pk), "application": job.application, "version": job.version,
                         "entrypoint": job.entrypoint, "code_version": job.spec.get("code_version"),
                         "inputs": job.spec.get("inputs", []), "params": job.params, "status": job.status,
-                        "outputs": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in job.outputs.all()]}
+                        "outputs": [{"name": path, "size": f.size, "sha256": f.sha256} for path, f in outputs]}
             zf.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
             zf.writestr("params.json", json.dumps(job.params, indent=2))
             zf.writestr("job.json", json.dumps(detail, indent=2, default=str))
             zf.writestr("log.txt", services.read_log(job, 0, settings.LOCUS_MAX_LOG_BYTES + 1024)["text"])
-            for f in job.outputs.all():
-                with default_storage.open(f.key, "rb") as src, zf.open(f"outputs/{f.name}", "w") as dst:
+            for path, f in outputs:
+                with default_storage.open(f.key, "rb") as src, zf.open(f"outputs/{path}", "w") as dst:
                     while chunk := src.read(storage.CHUNK):
                         dst.write(chunk)
         spooled.seek(0)
         return FileResponse(spooled, as_attachment=True, filename=f"locus-job-{job.pk}.zip",
                             content_type="application/zip")
+
+
+def _output_path(job, f) -> str:
+    """An output's path below its attempt's folder (`ch0/locs.csv`): bare names would collide in the zip."""
+    below_job = f.key.partition(f"/jobs/{job.pk}/")[2]  # attempt-N/ch0/locs.csv
+    return below_job.partition("/")[2] or f.name
 
 
 class ApplicationsView(APIView):
@@ -238,6 +261,24 @@ class ApplicationsView(APIView):
                 for version, entries in versions.items()
             ]})
         return Response(apps)
+
+
+def _as_read_back(value):
+    """A JSON value as the database gives it back. PostgreSQL's jsonb orders object keys (shorter first, then
+    bytewise) and prints numbers in plain notation, so a float written as 1e+16 comes back an integer; other
+    databases return the text as it was written."""
+    if connection.vendor != "postgresql":
+        return value
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode()))
+        return {k: _as_read_back(v) for k, v in items}
+    if isinstance(value, list):
+        return [_as_read_back(v) for v in value]
+    if isinstance(value, float) and abs(value) >= 1e16 and value.is_integer():
+        return int(value)
+    if isinstance(value, float) and value == 0:
+        return 0.0  # numeric has no negative zero
+    return value
 
 
 def _describe(entry) -> dict:
