@@ -174,12 +174,14 @@ def test_tiny_model_overfits_fixed_frames():
     batch = sample_batch(toy, 4, seed=5)
     x = net.prepare(batch.frames)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    first = None
-    for _ in range(150):
+    losses = []
+    for _ in range(300):
         loss, _ = decode_plex_loss(net(x, batch.aux), batch.targets, cfg)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        first = loss.item() if first is None else first
-    # The loss is a negative log-likelihood and may go below zero: measure the fall in absolute terms.
-    assert loss.item() < first - 0.9 * abs(first), (first, loss.item())
+        losses.append(loss.item())
+    # The loss is a negative log-likelihood and may go below zero: measure the fall in absolute terms. Adam's
+    # path is bumpy (a single step can jump back up by a few units), so the end is the last 10 steps' mean.
+    first, last = losses[0], sum(losses[-10:]) / 10
+    assert last < first - 0.9 * abs(first), (first, last)

@@ -239,12 +239,13 @@ def test_decode_plex_fit_refuses_bad_frames_with_a_real_model(files, tmp_path):
 TINY_MODEL = """
 import sys
 from pathlib import Path
-from algorithms.decode_plex._toy import ToyConfig, sample_batch
+from algorithms.decode_plex.samples import SampleConfig, sample_batch
 from algorithms.decode_plex.train import TrainConfig, train
-toy = ToyConfig(height=32, width=32, emitters_per_frame=2.0, photons=(2000.0, 6000.0), bg=(20.0, 50.0))
+toy = SampleConfig(frame_size=(32, 32), photons=(2000.0, 6000.0), bg=(20.0, 50.0))
 tc = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, lr=3e-3, schedule="cosine", val_samples=2, seed=0)
 train(toy.model_config(features=4, depth=2), tc, lambda b, s: sample_batch(toy, b, s), Path(sys.argv[1]),
-      report=lambda *a, **k: None, extra={"camera": {"baseline": 100.0, "e_per_adu": 0.5}})
+      report=lambda *a, **k: None, extra={"camera": {"baseline": 100.0, "e_per_adu": 0.5},
+                                          "simulation": toy.to_dict()})
 """
 
 

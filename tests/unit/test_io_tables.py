@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,20 +17,14 @@ from algorithms.io.formats import DEFAULT_SUFFIX, FORMATS, detect_format, read_t
 from algorithms.io.table import LocTable
 
 REPO = Path(__file__).resolve().parents[2]
-REAL = REPO / "tests/data/real"  # small files of other tools, kept in the repository (README there)
-SHARED_REAL = REPO.parent / "shared/data/real"  # files too large to keep here (the SMAP table, 2.9 MB)
+REAL = REPO / "tests/data/real"  # files other tools wrote, kept in the repository (README there)
 
 
 def real_file(name: str) -> Path:
-    """A file written by another tool: from the repository, else from the shared folder. A missing one
-    skips the test, or fails it when LOCUS_REQUIRE_ALL=1 (CI), so a run without it cannot pass silently."""
-    for folder in (REAL, SHARED_REAL):
-        if (folder / name).is_file():
-            return folder / name
-    message = f"real tool file {name} not present in {REAL} or {SHARED_REAL}"
-    if os.environ.get("LOCUS_REQUIRE_ALL") == "1":
-        pytest.fail(f"{message} (LOCUS_REQUIRE_ALL=1)")
-    pytest.skip(message)
+    """A file written by another tool, from tests/data/real (a missing one is a failure, not a skip)."""
+    path = REAL / name
+    assert path.is_file(), f"real tool file {name} missing from {REAL}"
+    return path
 
 
 def _table(n: int = 200, seed: int = 0, three_d: bool = True) -> LocTable:
@@ -57,9 +50,9 @@ def _assert_same(a: LocTable, b: LocTable, names=None, rtol=1e-6) -> None:
 
 
 # ---- real files -------------------------------------------------------------------------------------
-def test_the_small_real_files_travel_with_the_repository():
-    # Were they only in the shared folder, a clone without it would skip the reader tests and pass silently.
-    for name in ("testdata_locs.hdf5", "testdata_locs.yaml", "decode_dstorm_data.h5"):
+def test_the_real_files_travel_with_the_repository():
+    # Were they outside the repository, a clone without them would skip the reader tests and pass silently.
+    for name in ("testdata_locs.hdf5", "testdata_locs.yaml", "decode_dstorm_data.h5", "smap_dstorm_data.mat"):
         assert (REAL / name).is_file(), name
 
 
