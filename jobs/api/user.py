@@ -8,7 +8,6 @@ import zipfile
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import connection
 from django.http import FileResponse, HttpResponseRedirect
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -176,10 +175,10 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         job, created = services.submit(request.user, idempotency_key=key, **serializer.validated_data)
         if not created:  # the first submission's job, as it is now
             return Response(job_detail(self.get_queryset().get(pk=job.pk)))
-        # Made by this request: answer from memory instead of reading it back. Its row was committed without
-        # attempts or outputs; only its `submitted` event is read. The JSON columns are shown as a read-back
-        # would give them, so the answer is byte for byte what a GET of the job gives.
-        job.params, job.spec = _as_read_back(job.params), _as_read_back(job.spec)
+        # Made by this request: answer from memory, without attempts or outputs (it has none yet); only its JSON
+        # columns are read back, as the database normalises them (key order, numbers), so the answer is byte for
+        # byte what a GET of the job gives, and its `submitted` event.
+        job.refresh_from_db(fields=["params", "spec"])
         return Response(job_detail(job, attempts=[], outputs=[]), status=status.HTTP_201_CREATED)
 
     def list(self, request, *args, **kwargs):
@@ -261,24 +260,6 @@ class ApplicationsView(APIView):
                 for version, entries in versions.items()
             ]})
         return Response(apps)
-
-
-def _as_read_back(value):
-    """A JSON value as the database gives it back. PostgreSQL's jsonb orders object keys (shorter first, then
-    bytewise) and prints numbers in plain notation, so a float written as 1e+16 comes back an integer; other
-    databases return the text as it was written."""
-    if connection.vendor != "postgresql":
-        return value
-    if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode()))
-        return {k: _as_read_back(v) for k, v in items}
-    if isinstance(value, list):
-        return [_as_read_back(v) for v in value]
-    if isinstance(value, float) and abs(value) >= 1e16 and value.is_integer():
-        return int(value)
-    if isinstance(value, float) and value == 0:
-        return 0.0  # numeric has no negative zero
-    return value
 
 
 def _describe(entry) -> dict:
