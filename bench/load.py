@@ -19,6 +19,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 import argparse  # noqa: E402
+import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
@@ -26,8 +27,6 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-
-import requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,12 +78,63 @@ def seed(clients: int, queued: int) -> list[tuple[str, list[str]]]:
     return out
 
 
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process on the machine, summed by role: the portal's
+    gunicorn processes, this load generator, PostgreSQL, Redis and everything else."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys(("gunicorn", "clients", "postgresql", "redis", "other"), 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if int(entry.name) == os.getpid():
+            role = "clients"
+        elif "gunicorn" in cmdline and "portal.wsgi" in cmdline:
+            role = "gunicorn"
+        elif cmdline.startswith(("postgres", "/usr/lib/postgresql")):
+            role = "postgresql"
+        elif cmdline.startswith("redis-server") or "/redis-server" in cmdline:
+            role = "redis"
+        else:
+            role = "other"
+        totals[role] += seconds
+    return totals
+
+
+class Http:
+    """One client's keep-alive connection, on the standard library's http.client: the load generator shares
+    the 2 cores with the portal, and `requests` spends several times more CPU per call. A connection error is
+    counted, and the next request opens a new connection (no silent retry)."""
+
+    def __init__(self, url: str, token: str):
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.headers = {"Authorization": f"Token {token}", "Accept": "application/json",
+                        "Content-Type": "application/json"}
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        try:
+            self.conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                              headers=self.headers)
+            response = self.conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()  # reconnects on the next request
+            raise
+
+
 def client_loop(url: str, token: str, job_ids: list[str], stop_at: float, think: float, seed_: int,
                 samples: dict[str, list[float]], errors: dict[str, int], error_kinds: dict[str, int],
                 lock: threading.Lock) -> None:
     rng = random.Random(seed_)
-    session = requests.Session()
-    session.headers.update({"Authorization": f"Token {token}", "Accept": "application/json"})
+    client = Http(url, token)
     ids = list(job_ids)
     local: dict[str, list[float]] = {op: [] for op in OPS}
     local_errors = dict.fromkeys(OPS, 0)
@@ -97,20 +147,19 @@ def client_loop(url: str, token: str, job_ids: list[str], stop_at: float, think:
         t0 = time.perf_counter()
         try:
             if op == "submit":
-                response = session.post(f"{url}/api/v1/jobs/", json={
-                    "application": "diagnostics", "entrypoint": "selftest", "params": {"matrix_size": 64}},
-                    timeout=30)
+                status, body = client.call("POST", "/api/v1/jobs/", {
+                    "application": "diagnostics", "entrypoint": "selftest", "params": {"matrix_size": 64}})
             elif op == "list":
-                response = session.get(f"{url}/api/v1/jobs/", timeout=30)
+                status, body = client.call("GET", "/api/v1/jobs/")
             else:
-                response = session.get(f"{url}/api/v1/jobs/{rng.choice(ids)}/", timeout=30)
+                status, body = client.call("GET", f"/api/v1/jobs/{rng.choice(ids)}/")
             elapsed = time.perf_counter() - t0
-            ok = response.status_code in (200, 201)
+            ok = status in (200, 201)
             if ok and op == "submit":
-                ids.append(response.json()["id"])
+                ids.append(json.loads(body)["id"])
             if not ok:
-                kinds[f"{op} {response.status_code}"] = kinds.get(f"{op} {response.status_code}", 0) + 1
-        except requests.RequestException as exc:
+                kinds[f"{op} {status}"] = kinds.get(f"{op} {status}", 0) + 1
+        except (OSError, http.client.HTTPException) as exc:
             elapsed, ok = time.perf_counter() - t0, False
             kinds[f"{op} {type(exc).__name__}"] = kinds.get(f"{op} {type(exc).__name__}", 0) + 1
         if ok:
@@ -135,6 +184,7 @@ def main() -> int:
     parser.add_argument("--think", type=float, default=0.5, help="seconds between a client's requests (±50%%)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
+    parser.add_argument("--out", default="bench/results/load.json", help="where to write the JSON result")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="locus-load-"))
@@ -154,6 +204,7 @@ def main() -> int:
         errors = dict.fromkeys(OPS, 0)
         error_kinds: dict[str, int] = {}
         lock = threading.Lock()
+        cpu_before = cpu_by_role()
         start = time.monotonic()
         stop_at = start + args.duration
         with ThreadPoolExecutor(args.clients) as pool:
@@ -161,6 +212,7 @@ def main() -> int:
                 pool.submit(client_loop, portal.url, token, ids, stop_at, args.think, i, samples, errors,
                             error_kinds, lock)
         wall = time.monotonic() - start
+        cpu_after = cpu_by_role()
         from jobs.models import Job
 
         queued_after = Job.objects.filter(status=Job.Status.QUEUED).count()
@@ -183,12 +235,17 @@ def main() -> int:
     print(f"{'all':8} {total:>7} {total / wall:>8.1f} {'':>8} {'':>8} {'':>8} {'':>8} {total_errors:>7}")
     if error_kinds:
         print("errors: " + ", ".join(f"{k} × {n}" for k, n in sorted(error_kinds.items())))
+    cpu = {role: {"core_pct": 100 * (cpu_after[role] - cpu_before[role]) / wall,
+                  "ms_per_request": 1000 * (cpu_after[role] - cpu_before[role]) / max(total, 1)}
+           for role in cpu_before}
+    print("CPU during the load (% of one core; ms per request): " + ", ".join(
+        f"{role} {c['core_pct']:.0f} % ({c['ms_per_request']:.1f})" for role, c in cpu.items()))
     goal = total_errors == 0 and all(rows[op]["p95_ms"] < 200 for op in ("list", "detail"))
     print(f"queued jobs at the end: {queued_after}; goal (0 errors, p95 < 200 ms for list/detail): "
           f"{'met' if goal else 'NOT met'}")
     result = {"args": vars(args), "wall_s": wall, "ops": rows, "errors": total_errors, "error_kinds": error_kinds,
-              "queued_after": queued_after, "cpu_count": os.cpu_count(), "goal_met": goal}
-    out = ROOT / "bench" / "results" / "load.json"
+              "queued_after": queued_after, "cpu_count": os.cpu_count(), "cpu": cpu, "goal_met": goal}
+    out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")

@@ -251,12 +251,7 @@ REST_FRAMEWORK = {
     # trusts only REMOTE_ADDR, so that a client cannot pick its own address to dodge throttling.
     "NUM_PROXIES": env.int("LOCUS_NUM_PROXIES", default=0),
     # Per principal, rates in LOCUS_THROTTLE_RATES below (portal/throttling.py reads them per request).
-    "DEFAULT_THROTTLE_CLASSES": [
-        "portal.throttling.AnonThrottle",
-        "portal.throttling.UserThrottle",
-        "portal.throttling.TokenThrottle",
-        "portal.throttling.WorkerThrottle",
-    ],
+    "DEFAULT_THROTTLE_CLASSES": ["portal.throttling.PrincipalThrottle"],
 }
 # Generous defaults: they stop a runaway script or a credential-stuffing loop, not a busy lab.
 LOCUS_THROTTLE_RATES = {
@@ -283,6 +278,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- cache: API throttling and log-in failure counters (shared by every process when on Redis) --------
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    CACHES["default"]["BACKEND"] = "portal.cache.PooledRedisCache"  # one Redis client per pool, not per call
 
 # --- web security (issue 10 §5) ---------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
