@@ -46,6 +46,7 @@ def main() -> int:
     parser.add_argument("--sweep", type=float, default=1.0, help="sweep period seconds (production default 15)")
     parser.add_argument("--visibility", type=int, default=4, help="agents' broker visibility timeout, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
+    parser.add_argument("--out", default="bench/results/chaos.json", help="where to write the JSON result")
     args = parser.parse_args()
     names = [n.strip() for n in args.trials.split(",") if n.strip()]
     unknown = [n for n in names if n not in TRIALS]
@@ -76,7 +77,7 @@ def main() -> int:
                 result.name = name
                 results.append(result)
                 print(f"[{len(results):3}/{args.rounds * len(names)}] round {r + 1} {name:20} "
-                      f"{'ok' if result.ok else 'FAILED'} {result.seconds:5.1f} s", flush=True)
+                      f"{'ok' if result.ok else 'FAILED'} {result.seconds:5.1f} s  load {result.load[1]:.1f}", flush=True)
                 if not result.ok:
                     print(result.describe(), flush=True)
     finally:
@@ -94,6 +95,8 @@ def main() -> int:
             "stuck": sum(v.stuck for v in verdicts), "story": sum(bool(v.problems) for v in verdicts),
             "trial_failures": sum(bool(r.problems) for r in mine),
             "seconds": summary([r.seconds for r in mine]),
+            "max_load_average": max((max(r.load) for r in mine), default=0.0),
+            "failures": [r.describe() for r in mine if not r.ok][:10],
             "problems": sorted({p for r in mine for p in r.problems}
                                | {p for v in verdicts for p in v.problems})[:20],
         }
@@ -116,10 +119,10 @@ def main() -> int:
                        "portal": "gunicorn 2×8", "cpu_count": os.cpu_count(), "rounds": args.rounds},
         "trials": rows, "total": total, "goal_met": goal, "wall_s": time.monotonic() - t0,
     }
-    out = ROOT / "bench" / "results" / "chaos.json"
+    out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {args.out}")
     return 0 if goal else 1
 
 

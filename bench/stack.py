@@ -215,8 +215,10 @@ class PrivatePostgres:
 class TcpProxy:
     """A loopback TCP forwarder that can be cut: the network between one agent and the portal.
 
-    `cut()` resets every open connection and every new one until `heal()`: the agent sees the portal as
-    unreachable while everything else still reaches it.
+    `cut()` is a partition: from then on no byte gets through either way and nothing is closed — open
+    connections go silent, new ones are accepted and then hear nothing, as when packets are dropped (no FIN,
+    no RST: each side finds out only by its own time limits). `heal()` lets traffic through again; the
+    connections that lived through the cut are reset, as a router that lost their state would.
     """
 
     def __init__(self, target_port: int):
@@ -225,25 +227,37 @@ class TcpProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._cut = threading.Event()
         self._conns: set[socket.socket] = set()
+        self._cut_through: set[socket.socket] = set()  # open while cut: reset at heal
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name=f"proxy-{self.port}").start()
 
     def cut(self) -> None:
-        self._cut.set()
+        with self._lock:
+            self._cut.set()
+            self._cut_through = set(self._conns)
+
+    def heal(self) -> None:
+        with self._lock:
+            stale, self._cut_through = self._cut_through, set()
+            self._cut.clear()
+        for conn in stale:
+            _reset(conn)
+
+    def close(self) -> None:
+        self._closed = True
         with self._lock:
             conns, self._conns = list(self._conns), set()
         for conn in conns:
             _reset(conn)
+        _reset(self._server)
 
-    def heal(self) -> None:
-        self._cut.clear()
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        self._server.close()
+    def _track(self, *socks: socket.socket) -> None:
+        with self._lock:
+            self._conns.update(socks)
+            if self._cut.is_set():
+                self._cut_through.update(socks)
 
     def _accept(self) -> None:
         while not self._closed:
@@ -251,8 +265,9 @@ class TcpProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            if self._cut.is_set():
-                _reset(client)
+            if self._cut.is_set():  # the far side is unreachable: hold the connection, say nothing
+                self._track(client)
+                threading.Thread(target=self._pipe, args=(client, None), daemon=True).start()
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
@@ -260,29 +275,32 @@ class TcpProxy:
                 _reset(client)
                 continue
             upstream.settimeout(None)
-            with self._lock:
-                self._conns.update((client, upstream))
+            self._track(client, upstream)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket | None) -> None:
         try:
             while data := src.recv(65536):
-                if self._cut.is_set():
-                    break
-                dst.sendall(data)
+                if dst is not None and not self._cut.is_set() and src not in self._cut_through:
+                    dst.sendall(data)  # else dropped, like a packet on a cut link
         except OSError:
             pass
         finally:
             for s in (src, dst):
-                with self._lock:
-                    self._conns.discard(s)
-                _reset(s)
+                if s is not None:
+                    with self._lock:
+                        self._conns.discard(s)
+                    _reset(s)
 
 
 def _reset(sock: socket.socket) -> None:
+    """Close with a RST; shutdown() first, so that a thread blocked in recv() on it wakes up (close() alone
+    leaves the socket open while any thread is still inside a call on it)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -340,11 +358,10 @@ class Stack:
         return proc
 
     def start_portal(self) -> None:
-        # gunicorn closes idle keep-alive connections after 2 s by default; a client polling every 1-3 s then
-        # races the close and sees a reset. Deployments keep them longer than clients idle.
-        self.start("portal", [sys.executable, "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{self.port}",
-                              "-w", str(self.web_workers), "--threads", str(self.web_threads), "--timeout", "60",
-                              "--keep-alive", "75"])
+        # As deployed (portal/gunicorn_conf.py: threads, keep-alive 75 s, a limit on silent clients).
+        self.start("portal", [sys.executable, "-m", "gunicorn", "portal.wsgi", "-c", "python:portal.gunicorn_conf",
+                              "-b", f"127.0.0.1:{self.port}", "-w", str(self.web_workers), "--threads",
+                              str(self.web_threads), "--timeout", "60"])
         self.wait_healthy()
 
     def start_celery(self) -> None:

@@ -55,13 +55,15 @@ class TrialResult:
     verdicts: list[Verdict]
     problems: list[str] = field(default_factory=list)  # trial-specific expectations that failed
     seconds: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after: a starved box explains a lot
 
     @property
     def ok(self) -> bool:
         return not self.problems and all(v.ok for v in self.verdicts)
 
     def describe(self) -> str:
-        lines = [f"{self.name}: {'ok' if self.ok else 'FAILED'}"]
+        lines = [f"{self.name}: {'ok' if self.ok else 'FAILED'} (load average {self.load[0]:.1f} → "
+                 f"{self.load[1]:.1f} on {os.cpu_count()} cores)"]
         lines += [f"  trial: {p}" for p in self.problems]
         for v in self.verdicts:
             if not v.ok:
@@ -126,10 +128,16 @@ class Chaos:
         return self.agents()
 
     def stop_agent(self, agent: Agent) -> int:
-        assert self.stack
         code = agent.process.stop(timeout=30)
-        self.stack.remove_agent(agent)
+        self.forget_agent(agent)
         return code
+
+    def forget_agent(self, agent: Agent) -> None:
+        """A stopped or killed agent leaves the deployment, with its proxy (threads and sockets)."""
+        assert self.stack
+        self.stack.remove_agent(agent)
+        if proxy := self.proxies.pop(agent.name, None):
+            proxy.close()
 
     def stop_all_agents(self) -> None:
         for agent in self.agents():
@@ -274,8 +282,9 @@ def trial_kill9(ch: Chaos) -> TrialResult:
     ch.ensure_agents()
     job = ch.submit({**BUSY, "duration_s": 6})
     attempt, worker = ch.wait_started(job)
-    ch.agent_of(worker).process.kill9()
-    ch.stack.remove_agent(ch.agent_of(worker)) if ch.stack else None
+    killed = ch.agent_of(worker)
+    killed.process.kill9()
+    ch.forget_agent(killed)
     ch.ensure_agents()
     (v,) = ch.settle([job], timeout=90)
     problems = []
@@ -473,11 +482,12 @@ TRIALS: dict[str, Callable[[Chaos], TrialResult]] = {
 
 
 def run_trial(ch: Chaos, name: str) -> TrialResult:
-    t0 = time.monotonic()
+    t0, load0 = time.monotonic(), os.getloadavg()[0]
     try:
         result = TRIALS[name](ch)
     except Exception as exc:  # noqa: BLE001 - a trial that could not finish is a failed trial, not a crash
         result = TrialResult(name, [], [f"{type(exc).__name__}: {exc}"])
     result.seconds = time.monotonic() - t0
+    result.load = (load0, os.getloadavg()[0])
     return result
 

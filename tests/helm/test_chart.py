@@ -166,6 +166,8 @@ def test_web_runs_gunicorn_with_probes_hpa_pdb_ingress(chart):
     container = pod_spec(web)["containers"][0]
     assert container["command"] == ["gunicorn"] and container["args"][0] == "portal.wsgi"
     assert "--bind=0.0.0.0:8000" in container["args"]
+    assert "--config=python:portal.gunicorn_conf" in container["args"]  # threaded, with the I/O time limit
+    assert "--threads=8" in container["args"]
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["path"] == "/healthz"
     assert "replicas" not in web["spec"]  # the HPA owns it
