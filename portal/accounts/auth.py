@@ -76,5 +76,7 @@ def token_with_user(key_hash: str):
     if profile is not None:
         user.profile = profile
     else:  # known to be missing, as select_related records it: `user.profile` raises without a query
-        models[2][0]._meta.get_field("user").remote_field.set_cached_value(user, None)
+        from portal.accounts.models import Profile
+
+        Profile._meta.get_field("user").remote_field.set_cached_value(user, None)
     return token
