@@ -16,6 +16,7 @@ from kombu import Queue
 
 from algorithms import registry
 from algorithms.registry import GPU_TIERS_GB
+from portal.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -260,6 +261,11 @@ LOCUS_THROTTLE_RATES = {
     "token": env.str("LOCUS_THROTTLE_TOKEN", default="3000/min"),
     "worker": env.str("LOCUS_THROTTLE_WORKER", default="6000/min"),
 }
+for _scope, _rate in LOCUS_THROTTLE_RATES.items():  # refused now, not with a 500 on every API request
+    try:
+        parse_rate(_rate)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"LOCUS_THROTTLE_{_scope.upper()}: {exc}") from None
 SPECTACULAR_SETTINGS = {
     "TITLE": "Locus API",
     "DESCRIPTION": "SMLM analysis jobs on borrowed GPUs: user API and worker API.",

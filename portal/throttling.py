@@ -23,16 +23,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
-PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_rate(rate: str) -> tuple[int, int]:
-    """'3000/min' → (3000, 60); the unit is read by its first letter, as DRF does (s, m, h, d)."""
-    number, _, unit = rate.partition("/")
-    try:
-        return int(number), PERIODS[unit.strip()[:1]]
-    except (ValueError, KeyError):
-        raise ValueError(f"throttle rate {rate!r} is not '<requests>/<s|min|hour|day>'") from None
+from portal.rates import parse_rate
 
 
 @dataclass

@@ -231,6 +231,14 @@ def test_default_rates_are_generous_and_set_from_the_environment(tmp_path):
     assert int(rates["user"].split("/")[0]) >= 1000 and int(rates["worker"].split("/")[0]) >= 1000
 
 
+def test_a_malformed_rate_stops_the_start_with_the_variable_named(tmp_path):
+    env = {**production_env(tmp_path), "LOCUS_THROTTLE_USER": "lots/min"}
+    done = subprocess.run([sys.executable, "-c", "import portal.settings"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "ImproperlyConfigured: LOCUS_THROTTLE_USER: throttle rate 'lots/min' is not" in done.stderr
+
+
 # --- quotas --------------------------------------------------------------------------------------------------
 
 def _submit(api, **extra):

@@ -10,7 +10,8 @@ from django.core.cache import caches
 from rest_framework.test import APIClient
 
 from portal.accounts.models import ApiToken
-from portal.throttling import Budget, PrincipalThrottle, count_hits, parse_rate
+from portal.rates import parse_rate
+from portal.throttling import Budget, PrincipalThrottle, count_hits
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 
