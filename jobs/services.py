@@ -577,12 +577,15 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
                                 name=storage.sanitise_name(out.get("name") or out["key"].rsplit("/", 1)[-1]),
                                 size=size, sha256=sha)
 
-    job = states.complete(
-        attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
-        reason=clean_text(str(data.get("reason") or "")), cpu_seconds=seconds["cpu_seconds"],
-        gpu_seconds=seconds["gpu_seconds"], register_outputs=register, handback=data.get("handback") is True,
-    )
-    selftest.record(job)
+    # One transaction: a finished selftest and its verdict on the worker become visible together, so nobody
+    # reads a terminal selftest job next to an empty report.
+    with transaction.atomic():
+        job = states.complete(
+            attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
+            reason=clean_text(str(data.get("reason") or "")), cpu_seconds=seconds["cpu_seconds"],
+            gpu_seconds=seconds["gpu_seconds"], register_outputs=register, handback=data.get("handback") is True,
+        )
+        selftest.record(job)
     return job
 
 

@@ -179,6 +179,23 @@ def test_a_selftest_that_sees_fewer_gpus_than_registered_fails(staff):
     assert selftest.verdict(job, seen, new)["passed"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_finished_selftest_and_its_verdict_commit_together(staff, monkeypatch):
+    """The moment the job's end is committed (its notification goes out then), the worker's report is there."""
+    from jobs import dispatch
+
+    _, raw = EnrollmentToken.issue(staff)
+    new, token = services.enroll(raw, "new-pc", CPU_CAPS, selftest_job=True)
+    seen_at_commit = []
+    monkeypatch.setattr(dispatch, "send_notification", lambda job_id, event_id: seen_at_commit.append(
+        Worker.objects.get(pk=new.pk).selftest_report))
+    mine = APIClient()
+    mine.credentials(HTTP_AUTHORIZATION=f"Worker {token}")
+    run_attempt(mine, new.selftest_job, 1.0, 0.0)
+    assert len(seen_at_commit) == 1 and seen_at_commit[0]["passed"] is True
+    assert seen_at_commit[0]["job"] == str(new.selftest_job_id)
+
+
 def test_enrolling_without_an_owner_gives_the_selftest_to_an_inactive_system_user(db):
     _, raw = EnrollmentToken.issue(None)
     new, _ = services.enroll(raw, "pc", CPU_CAPS, selftest_job=True)
