@@ -210,8 +210,10 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
     @action(detail=True, methods=["get"])
     def outputs(self, request, pk=None):
         job = self.get_object()
+        # `path`: where the output sits below the job's folder (`ch0/locs.csv`); names alone can repeat.
         return Response([
-            {**FileSerializer(f).data, "url": request.build_absolute_uri(f"/api/v1/files/{f.pk}/download/")}
+            {**FileSerializer(f).data, "path": _output_path(job, f),
+             "url": request.build_absolute_uri(f"/api/v1/files/{f.pk}/download/")}
             for f in job.outputs.all()
         ])
 

@@ -1,0 +1,284 @@
+"""The Python client of the user API: upload, submit, follow, download — from a script or the command line.
+
+Free of Django on purpose (it needs only `requests`), so a laptop or a notebook can drive the portal without
+the rest of Locus installed. Every call that can be repeated safely is retried on a dropped connection, a 5xx
+or a throttled 429 (after `Retry-After`): uploads go in resumable chunks and continue where the server
+stopped, and a submission carries an Idempotency-Key, so a retry never makes a second job. Downloads are
+written to a temporary name, checked against the server's sha256 and only then renamed into place.
+
+    from jobs.client import Locus
+    locus = Locus("https://locus.example.org", token="...")   # or LOCUS_URL / LOCUS_TOKEN
+    dataset = locus.create_dataset("run 42")
+    movie = locus.upload(dataset["id"], "movie.tif")
+    job = locus.submit("diagnostics", "checksum", inputs={"files": [movie["id"]]})
+    job = locus.wait(job["id"], on_log=print)
+    locus.download_outputs(job["id"], "results/")
+
+Command line: `python -m jobs.client --help` (below, `main`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+RETRY_STATUSES = (500, 502, 503, 504)
+HASH_CHUNK = 1024 * 1024
+
+
+class LocusError(Exception):
+    """The portal said no (4xx, with its code, message and per-field reasons), or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str = "error",
+                 fields: dict[str, str] | None = None, body: dict | None = None):
+        super().__init__(message)
+        self.message, self.status, self.code, self.fields, self.body = message, status, code, fields or {}, body or {}
+
+
+def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(HASH_CHUNK):
+            digest.update(block)
+            if progress:
+                progress(len(block))
+    return digest.hexdigest()
+
+
+class Locus:
+    """One portal, one API token. `retries` bounds the attempts of each retryable call (backoff 1, 2, 4… s)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 60,
+                 retries: int = 6, session: requests.Session | None = None):
+        url = url or os.environ.get("LOCUS_URL")
+        token = token or os.environ.get("LOCUS_TOKEN")
+        if not url:
+            raise LocusError("no portal URL: pass url= or set LOCUS_URL")
+        if not token:
+            raise LocusError("no API token: pass token= or set LOCUS_TOKEN (create one under Account → API tokens)")
+        self.base = url.rstrip("/") + "/api/v1"
+        self.timeout, self.retries = timeout, max(1, retries)
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Token {token}"
+        self.session.headers.setdefault("User-Agent", "locus-client/1")
+
+    # --- transport ---------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, retry: bool = True, expect_json: bool = True, **kwargs) -> Any:
+        """One API call; `path` is below /api/v1 (or a full URL). Raises LocusError on any refusal."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.base}/{path.lstrip('/')}"
+        kwargs.setdefault("timeout", self.timeout)
+        for attempt in range(self.retries if retry else 1):
+            last = attempt == (self.retries if retry else 1) - 1
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last:
+                    raise LocusError(f"cannot reach {url}: {type(exc).__name__}") from None
+                self._pause(attempt)
+                continue
+            wait = _retry_after(response)
+            if not last and (response.status_code in RETRY_STATUSES or wait is not None):
+                self._pause(attempt, wait)
+                continue
+            if response.status_code >= 400:
+                raise _error(response)
+            if not expect_json:
+                return response
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    @staticmethod
+    def _pause(attempt: int, wait: float | None = None) -> None:
+        time.sleep(min(wait if wait is not None else 2.0 ** attempt, 60.0))
+
+    # --- registry, datasets, files -----------------------------------------------------------------------
+
+    def applications(self) -> list[dict]:
+        return self.request("GET", "applications/")
+
+    def datasets(self) -> list[dict]:
+        return self.request("GET", "datasets/")
+
+    def create_dataset(self, name: str, description: str = "") -> dict:
+        # Not retried: a lost answer would make a second dataset. Nothing is lost if it fails; call again.
+        return self.request("POST", "datasets/", json={"name": name, "description": description}, retry=False)
+
+    def upload(self, dataset_id: str, path: str | os.PathLike, *, name: str | None = None,
+               progress: Callable[[int, int], None] | None = None) -> dict:
+        """Upload one file in resumable chunks; answers the File. The sha256 is computed first, so starting
+        again after a crash finds the unfinished upload and sends only what the server lacks."""
+        path = Path(path)
+        if not path.is_file():
+            raise LocusError(f"{path}: no such file")
+        size = path.stat().st_size
+        sha = sha256_of(path)
+        upload = self.request("POST", f"datasets/{dataset_id}/uploads/",
+                              json={"name": name or path.name, "size": size, "sha256": sha})
+        received, step = upload["received"], max(1, int(upload["chunk_bytes"]))
+        with path.open("rb") as fh:
+            while received < size:
+                fh.seek(received)
+                chunk = fh.read(min(step, size - received))
+                try:
+                    upload = self.request("PUT", f"uploads/{upload['id']}/chunk/", params={"offset": received},
+                                          data=chunk, headers={"Content-Type": "application/octet-stream"})
+                except LocusError as exc:
+                    if exc.status != 409 or not str(exc.body.get("error", {}).get("status", "")).isdigit():
+                        raise
+                    upload["received"] = int(exc.body["error"]["status"])  # a retried chunk had landed: go on
+                received = upload["received"]
+                if progress:
+                    progress(received, size)
+        if progress and size == 0:
+            progress(0, 0)
+        return self.request("POST", f"uploads/{upload['id']}/complete/", json={})
+
+    # --- jobs --------------------------------------------------------------------------------------------
+
+    def submit(self, application: str, entrypoint: str, *, params: dict | None = None,
+               inputs: dict[str, list[str]] | None = None, version: str | None = None,
+               notify: str | None = None, idempotency_key: str | None = None) -> dict:
+        """Submit a job; answers it. The Idempotency-Key (a fresh one unless given) makes retries safe: the
+        portal answers the first submission's job instead of making another."""
+        body: dict[str, Any] = {"application": application, "entrypoint": entrypoint,
+                                "params": params or {}, "inputs": inputs or {}}
+        if version:
+            body["version"] = version
+        if notify:
+            body["notify"] = notify
+        key = idempotency_key or f"client-{uuid.uuid4()}"
+        return self.request("POST", "jobs/", json=body, headers={"Idempotency-Key": key})
+
+    def job(self, job_id: str) -> dict:
+        return self.request("GET", f"jobs/{job_id}/")
+
+    def jobs(self, *, status: str | None = None, application: str | None = None) -> Iterator[dict]:
+        """Every job of yours, newest first, following the cursor pages."""
+        page = self.request("GET", "jobs/", params={k: v for k, v in
+                                                    (("status", status), ("application", application)) if v})
+        while True:
+            yield from page["results"]
+            if not page.get("next"):
+                return
+            page = self.request("GET", page["next"])
+
+    def cancel(self, job_id: str) -> dict:
+        return self.request("POST", f"jobs/{job_id}/cancel/")
+
+    def logs(self, job_id: str, offset: int = 0) -> dict:
+        """`{text, next_offset, complete}` from byte `offset`."""
+        return self.request("GET", f"jobs/{job_id}/logs/", params={"offset": offset})
+
+    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 2.0,
+             on_log: Callable[[str], None] | None = None,
+             on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Poll until the job ends; answers it. `on_log` gets each new piece of the log as it arrives."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        offset = 0
+        while True:
+            job = self.job(job_id)
+            if on_progress:
+                on_progress(job)
+            if on_log:
+                while True:  # a long log comes in several reads
+                    part = self.logs(job_id, offset)
+                    if part["text"]:
+                        on_log(part["text"])
+                    if part["next_offset"] == offset or part["complete"]:
+                        break
+                    offset = part["next_offset"]
+                offset = part["next_offset"]
+            if job["status"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise LocusError(f"job {job_id} is still {job['status']} after {timeout:g} s")
+            time.sleep(poll)
+
+    def outputs(self, job_id: str) -> list[dict]:
+        return self.request("GET", f"jobs/{job_id}/outputs/")
+
+    def download(self, file: dict, dest: str | os.PathLike) -> Path:
+        """Fetch one file (an entry of `outputs()` or a File) to `dest`: into a folder (under the output's
+        `path`, so `ch0/locs.csv` and `ch1/locs.csv` stay apart) or to a file path. Written under a temporary
+        name, its size and sha256 checked, then renamed: `dest` is never half-written."""
+        dest = Path(dest)
+        target = dest.joinpath(*_relative_parts(file.get("path") or file["name"])) if dest.is_dir() else dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(self.retries):
+            try:
+                return self._fetch(file, target)
+            except requests.RequestException as exc:  # the connection broke mid-transfer: start again
+                if attempt == self.retries - 1:
+                    raise LocusError(f"{file['name']}: download interrupted ({type(exc).__name__}); "
+                                     "nothing was written") from None
+                self._pause(attempt)
+        raise AssertionError("unreachable")
+
+    def _fetch(self, file: dict, target: Path) -> Path:
+        response = self.request("GET", f"files/{file['id']}/download/", expect_json=False, stream=True)
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, response:
+                for block in response.iter_content(HASH_CHUNK):
+                    out.write(block)
+                    digest.update(block)
+                    size += len(block)
+            if size != file["size"] or digest.hexdigest() != file["sha256"]:
+                raise LocusError(f"{file['name']}: the download does not match its checksum "
+                                 f"({size} of {file['size']} bytes); nothing was written")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def download_outputs(self, job_id: str, folder: str | os.PathLike) -> list[Path]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return [self.download(out, folder) for out in self.outputs(job_id)]
+
+
+def _relative_parts(path: str) -> list[str]:
+    """The parts of a server-given relative path that stay inside the download folder."""
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return parts or ["file"]
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds to wait before retrying a throttled call; None if the answer is not a throttle."""
+    if response.status_code != 429:
+        return None
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None  # a quota refusal (too many active jobs): waiting a few seconds will not help
+
+
+def _error(response: requests.Response) -> LocusError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return LocusError(str(error.get("message") or response.reason), status=response.status_code,
+                          code=str(error.get("code") or "error"), fields=error.get("fields"), body=body)
+    return LocusError(f"HTTP {response.status_code} {response.reason}", status=response.status_code, body=body)
+
+
+if __name__ == "__main__":
+    from jobs.client_cli import main
+
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""`python -m jobs.client`: run a Locus job from a terminal — upload local files, submit, follow, download.
+
+    export LOCUS_URL=https://locus.example.org LOCUS_TOKEN=...
+    python -m jobs.client run diagnostics checksum -i files=movie.tif --out results/
+
+Exit codes: 0 the job succeeded (or the command did what it says), 1 the job failed or was cancelled,
+2 the request was refused or the portal unreachable (one line on stderr, never a traceback), 130 interrupted
+(the job keeps running on the portal; `cancel` stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.client import TERMINAL, Locus, LocusError
+
+
+class Line:
+    """One status line on stderr, redrawn in place on a terminal and printed once per change elsewhere."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def show(self, text: str) -> None:
+        if text == self.last:
+            return
+        self.last = text
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            sys.stderr.write("\n")
+        self.last = ""
+
+
+def _value(text: str) -> Any:
+    """`-p k=v`: JSON when it parses (numbers, true, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LocusError(f"{flag} {item!r}: expected NAME=VALUE")
+        pairs.append((key, value))
+    return pairs
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    fraction = done / total if total else 1.0
+    filled = int(round(fraction * width))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%}"
+
+
+def _upload_inputs(locus: Locus, specs: list[tuple[str, str]], dataset_name: str, line: Line) -> dict:
+    """Local paths go up into one new dataset; anything else is taken as the id of a file already there."""
+    inputs: dict[str, list[str]] = {}
+    local = [(name, Path(value)) for name, value in specs if Path(value).exists()]
+    for name, value in specs:
+        if not Path(value).exists():
+            if "/" in value or "." in Path(value).name:
+                raise LocusError(f"-i {name}={value}: no such file (a file id has no slash or dot)")
+            inputs.setdefault(name, []).append(value)
+    if local:
+        dataset = locus.create_dataset(dataset_name)
+        print(f"dataset {dataset['id']} ({dataset_name})", file=sys.stderr)
+        for name, path in local:
+            if not path.is_file():
+                raise LocusError(f"-i {name}={path}: not a file")
+            mb = path.stat().st_size / 1e6
+            file = locus.upload(dataset["id"], path, progress=lambda done, total, p=path, mb=mb: line.show(
+                f"upload {p.name} ({mb:.1f} MB) {_bar(done, total)}"))
+            line.done()
+            inputs.setdefault(name, []).append(file["id"])
+    return inputs
+
+
+def _follow(locus: Locus, job_id: str, line: Line, show_log: bool) -> dict:
+    def progress(job: dict) -> None:
+        stage = (job.get("progress_detail") or {}).get("stage") or job.get("waiting_reason") or ""
+        line.show(f"job {job_id[:8]} {job['status']:<9} {_bar(round(1000 * (job.get('progress') or 0)), 1000)}"
+                  f" {stage}".rstrip())
+
+    def log(text: str) -> None:
+        line.done()
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
+
+    job = locus.wait(job_id, on_progress=progress, on_log=log if show_log else None)
+    line.done()
+    return job
+
+
+def _finish(locus: Locus, job: dict, out: Path | None) -> int:
+    if job["status"] != "succeeded":
+        print(f"job {job['id']} {job['status']}: {job.get('reason') or job.get('failure_class') or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
+    if out is not None:
+        for path in locus.download_outputs(job["id"], out):
+            print(path)
+    return 0
+
+
+def cmd_run(locus: Locus, args) -> int:
+    line = Line()
+    params = {key: _value(value) for key, value in _pairs(args.param, "-p")}
+    dataset_name = args.dataset or f"{args.application} {args.entrypoint} {time.strftime('%Y-%m-%d %H:%M')}"
+    inputs = _upload_inputs(locus, _pairs(args.input, "-i"), dataset_name, line)
+    job = locus.submit(args.application, args.entrypoint, params=params, inputs=inputs, version=args.version)
+    print(job["id"])
+    if args.no_wait:
+        return 0
+    job = _follow(locus, job["id"], line, not args.quiet)
+    return _finish(locus, job, Path(args.out or f"locus-{job['id'][:8]}"))
+
+
+def cmd_wait(locus: Locus, args) -> int:
+    job = _follow(locus, args.job, Line(), not args.quiet)
+    return _finish(locus, job, Path(args.out) if args.out else None)
+
+
+def cmd_status(locus: Locus, args) -> int:
+    job = locus.job(args.job)
+    print(json.dumps(job, indent=2))
+    return 0 if job["status"] != "failed" else 1
+
+
+def cmd_logs(locus: Locus, args) -> int:
+    offset = 0
+    while True:
+        part = locus.logs(args.job, offset)
+        sys.stdout.write(part["text"])
+        if part["next_offset"] == offset or part["complete"]:
+            return 0
+        offset = part["next_offset"]
+
+
+def cmd_cancel(locus: Locus, args) -> int:
+    print(locus.cancel(args.job)["status"])
+    return 0
+
+
+def cmd_download(locus: Locus, args) -> int:
+    job = locus.job(args.job)
+    if job["status"] not in TERMINAL:
+        raise LocusError(f"job {args.job} is still {job['status']}: wait for it (`wait {args.job}`)")
+    for path in locus.download_outputs(args.job, Path(args.out or f"locus-{args.job[:8]}")):
+        print(path)
+    return 0
+
+
+def cmd_jobs(locus: Locus, args) -> int:
+    for i, job in enumerate(locus.jobs(status=args.status, application=args.application)):
+        if i >= args.limit:
+            break
+        print(f"{job['id']}  {job['status']:<9}  {job['application']} {job['entrypoint']}  {job['created_at']}")
+    return 0
+
+
+def cmd_apps(locus: Locus, args) -> int:
+    for app in locus.applications():
+        for version in app["versions"]:
+            for entry in version["entrypoints"]:
+                inputs = ", ".join(f"{k} ({' '.join(v['suffixes']) or 'any'})" for k, v in entry["inputs"].items())
+                print(f"{app['name']} {entry['name']} [{version['version']}]  {entry['summary']}"
+                      + (f"  inputs: {inputs}" if inputs else ""))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.client", description="Run Locus jobs from a terminal.")
+    p.add_argument("--url", help="portal address (default: $LOCUS_URL)")
+    p.add_argument("--token", help="API token (default: $LOCUS_TOKEN)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="upload local inputs, submit, follow the log, download the outputs")
+    run.add_argument("application")
+    run.add_argument("entrypoint")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a parameter (VALUE read as JSON when it parses)")
+    run.add_argument("-i", "--input", action="append", default=[], metavar="NAME=PATH",
+                     help="an input: a local file (uploaded) or the id of a file on the portal")
+    run.add_argument("--version", help="application version (default: the registry's)")
+    run.add_argument("--dataset", help="name of the dataset the local inputs go into")
+    run.add_argument("--out", help="folder for the outputs (default: locus-<job id>)")
+    run.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    run.add_argument("-q", "--quiet", action="store_true", help="do not stream the job's log")
+    wait = sub.add_parser("wait", help="follow a job to its end; download its outputs with --out")
+    wait.add_argument("job")
+    wait.add_argument("--out")
+    wait.add_argument("-q", "--quiet", action="store_true")
+    for name, text in (("status", "the job as JSON"), ("logs", "the whole log"), ("cancel", "stop the job")):
+        sub.add_parser(name, help=text).add_argument("job")
+    download = sub.add_parser("download", help="download a finished job's outputs")
+    download.add_argument("job")
+    download.add_argument("--out")
+    jobs = sub.add_parser("jobs", help="your jobs, newest first")
+    jobs.add_argument("--status")
+    jobs.add_argument("--application")
+    jobs.add_argument("--limit", type=int, default=20)
+    sub.add_parser("apps", help="what can be run: applications, entrypoints and their inputs")
+    return p
+
+
+COMMANDS = {"run": cmd_run, "wait": cmd_wait, "status": cmd_status, "logs": cmd_logs, "cancel": cmd_cancel,
+            "download": cmd_download, "jobs": cmd_jobs, "apps": cmd_apps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        locus = Locus(args.url, args.token)
+        return COMMANDS[args.command](locus, args)
+    except LocusError as exc:
+        field = f" ({', '.join(f'{k}: {v}' for k, v in exc.fields.items())})" if len(exc.fields) > 1 else ""
+        print(f"locus: error: {exc}{field}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output folder cannot be written, an input cannot be read
+        print(f"locus: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nlocus: interrupted; the job keeps running on the portal (`cancel JOB` stops it)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
