@@ -186,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.client", description="Run Locus jobs from a terminal.")
     p.add_argument("--url", help="portal address (default: $LOCUS_URL)")
     p.add_argument("--token", help="API token (default: $LOCUS_TOKEN)")
+    p.add_argument("--retries", type=int, default=6, help="tries per call on a dropped connection, 5xx or 429")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="upload local inputs, submit, follow the log, download the outputs")
     run.add_argument("application")
@@ -223,7 +224,7 @@ COMMANDS = {"run": cmd_run, "wait": cmd_wait, "status": cmd_status, "logs": cmd_
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        locus = Locus(args.url, args.token)
+        locus = Locus(args.url, args.token, retries=args.retries)
         return COMMANDS[args.command](locus, args)
     except LocusError as exc:
         field = f" ({', '.join(f'{k}: {v}' for k, v in exc.fields.items())})" if len(exc.fields) > 1 else ""
