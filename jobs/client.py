@@ -45,16 +45,6 @@ class LocusError(Exception):
         self.message, self.status, self.code, self.fields, self.body = message, status, code, fields or {}, body or {}
 
 
-def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(HASH_CHUNK):
-            digest.update(block)
-            if progress:
-                progress(len(block))
-    return digest.hexdigest()
-
-
 class Locus:
     """One portal, one API token. `retries` bounds the attempts of each retryable call (backoff 1, 2, 4… s)."""
 
@@ -116,33 +106,47 @@ class Locus:
 
     def upload(self, dataset_id: str, path: str | os.PathLike, *, name: str | None = None,
                progress: Callable[[int, int], None] | None = None) -> dict:
-        """Upload one file in resumable chunks; answers the File. The sha256 is computed first, so starting
-        again after a crash finds the unfinished upload and sends only what the server lacks."""
+        """Upload one file in resumable chunks; answers the File. The file is read once: each chunk is hashed
+        as it is sent and the sha256 goes with `complete`, where the server checks every byte against it.
+        Starting again (same dataset, name and size) finds the unfinished upload and sends only what the
+        server lacks; the bytes it already has are hashed from the local file, not sent again."""
         path = Path(path)
         if not path.is_file():
             raise LocusError(f"{path}: no such file")
         size = path.stat().st_size
-        sha = sha256_of(path)
-        upload = self.request("POST", f"datasets/{dataset_id}/uploads/",
-                              json={"name": name or path.name, "size": size, "sha256": sha})
+        upload = self.request("POST", f"datasets/{dataset_id}/uploads/", json={"name": name or path.name,
+                                                                              "size": size})
         received, step = upload["received"], max(1, int(upload["chunk_bytes"]))
+        digest, hashed = hashlib.sha256(), 0
         with path.open("rb") as fh:
+            while hashed < received:  # resuming: the server has these bytes
+                block = fh.read(min(HASH_CHUNK, received - hashed))
+                if not block:
+                    raise LocusError(f"{path}: shorter than the {received} bytes already uploaded")
+                digest.update(block)
+                hashed += len(block)
             while received < size:
-                fh.seek(received)
                 chunk = fh.read(min(step, size - received))
+                if len(chunk) != min(step, size - received):
+                    raise LocusError(f"{path} changed while it was being uploaded: start again")
+                digest.update(chunk)
                 try:
                     upload = self.request("PUT", f"uploads/{upload['id']}/chunk/", params={"offset": received},
                                           data=chunk, headers={"Content-Type": "application/octet-stream"})
                 except LocusError as exc:
-                    if exc.status != 409 or not str(exc.body.get("error", {}).get("status", "")).isdigit():
+                    at = str(exc.body.get("error", {}).get("status", ""))
+                    if exc.status != 409 or not at.isdigit() or int(at) != received + len(chunk):
                         raise
-                    upload["received"] = int(exc.body["error"]["status"])  # a retried chunk had landed: go on
+                    upload["received"] = int(at)  # a retried chunk had landed: go on
+                if upload["received"] != received + len(chunk):
+                    raise LocusError(f"{path}: the portal holds {upload['received']} bytes, expected "
+                                     f"{received + len(chunk)}: start the upload again")
                 received = upload["received"]
                 if progress:
                     progress(received, size)
         if progress and size == 0:
             progress(0, 0)
-        return self.request("POST", f"uploads/{upload['id']}/complete/", json={})
+        return self.request("POST", f"uploads/{upload['id']}/complete/", json={"sha256": digest.hexdigest()})
 
     # --- jobs --------------------------------------------------------------------------------------------
 

@@ -101,6 +101,19 @@ def test_an_interrupted_upload_continues_where_the_server_stopped(portal, token,
     assert Upload.objects.get().file_id is not None and file["sha256"] == hashlib.sha256(data).hexdigest()
 
 
+def test_resuming_with_a_file_that_changed_is_refused_and_the_next_try_succeeds(portal, token, movie):
+    path, data = movie
+    locus = Locus(portal, token)
+    dataset = locus.create_dataset("changed")
+    started = locus.request("POST", f"datasets/{dataset['id']}/uploads/", json={"name": "movie.tif",
+                                                                                 "size": len(data)})
+    locus.request("PUT", f"uploads/{started['id']}/chunk/", params={"offset": 0}, data=b"x" * CHUNK)
+    with pytest.raises(LocusError, match="send the file again"):
+        locus.upload(dataset["id"], path)  # resumes the stale upload; the server's check catches it
+    assert not Upload.objects.exists()  # discarded, so the next try starts afresh
+    assert locus.upload(dataset["id"], path)["sha256"] == hashlib.sha256(data).hexdigest()
+
+
 def test_a_lost_answer_is_retried_without_a_second_job_or_a_resent_chunk(portal, token, user, movie):
     path, data = movie
     dataset = Locus(portal, token).create_dataset("lost answers")
