@@ -311,10 +311,12 @@ class LogChunk(models.Model):
 
 
 class Upload(models.Model):
-    """A resumable browser/client upload under way: bytes arrive in chunks at `received`, kept in a part
-    file on the portal's upload folder; `complete` verifies size + sha256 and turns it into a `File`.
+    """A resumable browser/client upload under way: bytes arrive in chunks at `received`; `complete`
+    verifies size + sha256 and turns it into a `File`.
 
-    Written only by `jobs.uploads`; the part file is removed when the upload completes or is abandoned.
+    The chunks go to a part file on the portal's upload folder, or, on S3 storage, straight into an S3
+    multipart upload (`key`, `s3_upload_id`, `parts`), so that any portal process can take the next chunk.
+    Written only by `jobs.uploads`; the parts are removed when the upload completes or is abandoned.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -324,6 +326,10 @@ class Upload(models.Model):
     size = models.BigIntegerField()
     sha256 = models.CharField(max_length=64, blank=True)  # declared at start or, at the latest, at completion
     received = models.BigIntegerField(default=0)
+    part_bytes = models.BigIntegerField(default=0)  # chunk size fixed at the start (0: the setting's)
+    key = models.CharField(max_length=500, blank=True)  # S3: the object the parts become
+    s3_upload_id = models.CharField(max_length=1024, blank=True)
+    parts = models.JSONField(default=list, blank=True)  # S3: [{"part_number", "etag"}] as S3 answered
     file = models.ForeignKey(File, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

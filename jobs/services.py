@@ -162,15 +162,15 @@ def delete_dataset(dataset: Dataset) -> None:
     busy = Job.objects.filter(inputs__dataset=dataset, status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
     if busy.exists():
         raise states.Conflict("a queued or running job uses this dataset")
-    from jobs.uploads import part_path  # uploads builds on this module
+    from jobs.uploads import discard_parts  # uploads builds on this module
 
     keys = list(dataset.files.values_list("key", flat=True))
-    parts = [part_path(u) for u in dataset.uploads.all()]  # unfinished uploads go with their dataset
+    unfinished = list(dataset.uploads.filter(file__isnull=True))  # they go with their dataset
     dataset.delete()
     for key in keys:
         transaction.on_commit(lambda k=key: storage.delete(k))
-    for part in parts:
-        transaction.on_commit(lambda p=part: p.unlink(missing_ok=True))
+    for upload in unfinished:
+        transaction.on_commit(lambda u=upload: discard_parts(u))
 
 
 # --- submit --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ expiry, and is minted only for the job that needs it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import unicodedata
@@ -65,6 +66,12 @@ class _HashingReader:
         self.size = 0
         self.sha = hashlib.sha256()
 
+    closed = False
+
+    def seekable(self) -> bool:
+        """No: storage must read it once, front to back (S3 storage would otherwise seek and ask `closed`)."""
+        return False
+
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n if n and n > 0 else CHUNK)
         self.size += len(data)
@@ -95,6 +102,10 @@ def checksum(key: str) -> tuple[int, str]:
             sha.update(chunk)
             size += len(chunk)
     return size, sha.hexdigest()
+
+
+def exists(key: str) -> bool:
+    return bool(key) and default_storage.exists(key)
 
 
 def delete(key: str) -> None:
@@ -164,6 +175,26 @@ def start_multipart(key: str, size: int) -> dict[str, Any]:
         "upload_part", Params={"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": n},
         ExpiresIn=settings.LOCUS_URL_TTL_SECONDS, HttpMethod="PUT")} for n in range(1, count + 1)]
     return {"key": key, "upload_id": upload_id, "part_bytes": part_bytes, "parts": parts, "method": "PUT"}
+
+
+MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+
+
+def begin_multipart(key: str) -> str:
+    """An S3 multipart upload the portal itself fills part by part (resumable uploads); its UploadId."""
+    return _s3_client().create_multipart_upload(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=key)["UploadId"]
+
+
+def put_part(key: str, upload_id: str, part_number: int, data: bytes) -> str:
+    """Store one part (a repeated number replaces the earlier one); its ETag."""
+    return _s3_client().upload_part(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=key, UploadId=upload_id,
+                                    PartNumber=part_number, Body=data)["ETag"]
+
+
+def abort_multipart(key: str, upload_id: str) -> None:
+    """Drop an unfinished multipart upload and its parts; one that is already gone is fine."""
+    with contextlib.suppress(Exception):  # botocore ClientError NoSuchUpload: completed or aborted before
+        _s3_client().abort_multipart_upload(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=key, UploadId=upload_id)
 
 
 def finish_multipart(key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:

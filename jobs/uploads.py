@@ -3,13 +3,17 @@ and becomes a `File` only once its size and sha256 match what the client declare
 completion by a client that hashes while it sends).
 
 The client asks where to continue (`received`), sends the bytes from there, and finally asks to complete.
-Chunks are appended to a part file under LOCUS_UPLOAD_DIR (a volume every portal process shares); on
-completion the part file goes through `services.add_file`, the one path by which bytes become a `File`
-(quota, server-made key, checksum on the way into storage).
+Where the chunks go depends on the storage. Local storage: they are appended to a part file under
+LOCUS_UPLOAD_DIR (a folder every portal process must share), and on completion the part file goes through
+`services.add_file` (quota, server-made key, checksum on the way into storage). S3 storage: each chunk is
+one part of an S3 multipart upload begun at the start, so the portal keeps no bytes of its own and any of
+its processes (pods) can take the next chunk; completion assembles the parts in the bucket and reads the
+object back to check its size and sha256 before it becomes a `File`.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +24,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from jobs import services, states
+from jobs import services, states, storage
 from jobs.models import Dataset, File, Upload
 
 _HEX = set("0123456789abcdef")
@@ -60,10 +64,19 @@ def start(dataset: Dataset, name: str, size: int, sha256: str | None = None) -> 
     if size > left:
         raise services.TooLarge(f"file is {size} bytes but only {max(left, 0)} bytes of your quota are left "
                                 "(unfinished uploads count): finish or delete them first")
-    upload = Upload.objects.create(owner=dataset.owner, dataset=dataset, name=name[:255], size=size, sha256=sha)
+    fields = {"owner": dataset.owner, "dataset": dataset, "name": name[:255], "size": size, "sha256": sha,
+              "part_bytes": settings.LOCUS_UPLOAD_CHUNK_BYTES}
+    if settings.S3_STORAGE:
+        key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
+        return Upload.objects.create(**fields, key=key, s3_upload_id=storage.begin_multipart(key)), True
+    upload = Upload.objects.create(**fields)
     part_path(upload).parent.mkdir(parents=True, exist_ok=True)
     part_path(upload).touch()
     return upload, True
+
+
+def chunk_bytes(upload: Upload) -> int:
+    return upload.part_bytes or settings.LOCUS_UPLOAD_CHUNK_BYTES
 
 
 def write_chunk(upload: Upload, offset: int, stream: IO[bytes], length: int) -> Upload:
@@ -80,6 +93,8 @@ def write_chunk(upload: Upload, offset: int, stream: IO[bytes], length: int) -> 
         if offset + length > current.size:
             raise services.InvalidInput({"offset": f"chunk ends at byte {offset + length}, beyond the declared "
                                                    f"size of {current.size} bytes"})
+        if current.s3_upload_id:
+            return _put_part(current, offset, stream, length)
         path = part_path(current)
         path.parent.mkdir(parents=True, exist_ok=True)
         written = 0
@@ -101,6 +116,41 @@ def write_chunk(upload: Upload, offset: int, stream: IO[bytes], length: int) -> 
     return current
 
 
+def _put_part(current: Upload, offset: int, stream: IO[bytes], length: int) -> Upload:
+    """S3: the chunk at `offset` is part `offset / part_bytes + 1`; all but the last are exactly part_bytes."""
+    step = chunk_bytes(current)
+    if offset % step or (length != step and offset + length != current.size) or length == 0:
+        raise services.InvalidInput({"chunk": f"on S3 storage every chunk but the last is exactly {step} bytes"})
+    data = stream.read(length)
+    if len(data) != length:
+        raise services.InvalidInput({"chunk": f"expected {length} bytes, received {len(data)}"})
+    number = offset // step + 1
+    etag = storage.put_part(current.key, current.s3_upload_id, number, data)
+    parts = [p for p in current.parts if p["part_number"] != number] + [{"part_number": number, "etag": etag}]
+    Upload.objects.filter(pk=current.pk).update(received=offset + length, parts=parts, updated_at=timezone.now())
+    current.received, current.parts = offset + length, parts
+    return current
+
+
+def _assemble(current: Upload) -> File:
+    """S3: join the parts into the object and check what the bucket holds; a mismatch deletes it."""
+    if current.size == 0:  # S3 cannot assemble zero parts: store the empty file directly
+        storage.abort_multipart(current.key, current.s3_upload_id)
+        return services.add_file(current.dataset, current.name, io.BytesIO(b""), size_hint=0,
+                                 expected_sha256=current.sha256)
+    try:
+        storage.finish_multipart(current.key, current.s3_upload_id, current.parts)
+    except ValueError as exc:
+        if not storage.exists(current.key):  # not a repeat of a completion that already assembled it
+            raise services.InvalidInput({"upload": f"S3 refused to assemble the parts: {exc}"}) from None
+    size, sha = storage.checksum(current.key)
+    if size != current.size or sha != current.sha256:
+        storage.delete(current.key)
+        raise services.InvalidInput({"sha256": f"checksum mismatch: received bytes hash to {sha}"})
+    return File.objects.create(owner=current.owner, dataset=current.dataset, name=storage.sanitise_name(current.name),
+                               key=current.key, size=size, sha256=sha)
+
+
 def complete(upload: Upload, sha256: str | None = None) -> File:
     """Verify all bytes arrived and hash to the declared sha256 (one pass, while they go into storage),
     then record them as a File of the dataset. Bytes that hash otherwise are discarded: start over."""
@@ -119,24 +169,36 @@ def complete(upload: Upload, sha256: str | None = None) -> File:
             raise services.InvalidInput({"upload": f"only {current.received} of {current.size} bytes arrived"})
         path = part_path(current)
         try:
-            with path.open("rb") as fh:
-                file = services.add_file(current.dataset, current.name, fh, size_hint=current.size,
-                                         expected_sha256=current.sha256)
+            if current.s3_upload_id:
+                file = _assemble(current)
+            else:
+                with path.open("rb") as fh:
+                    file = services.add_file(current.dataset, current.name, fh, size_hint=current.size,
+                                             expected_sha256=current.sha256)
         except services.InvalidInput as exc:
             if "sha256" not in exc.fields:
                 raise
             mismatch = exc
         else:
             Upload.objects.filter(pk=current.pk).update(file=file, updated_at=timezone.now())
-            transaction.on_commit(lambda: path.unlink(missing_ok=True))
+            if not current.s3_upload_id:  # on S3 the parts became the object
+                transaction.on_commit(lambda: path.unlink(missing_ok=True))
             return file
     abandon(current)
     raise services.InvalidInput({"sha256": f"{mismatch.fields['sha256']}, not {current.sha256}; the upload "
                                            "was discarded: send the file again"})
 
 
+def discard_parts(upload: Upload) -> None:
+    """Remove the bytes of an unfinished upload: its part file, or its S3 multipart upload."""
+    if upload.s3_upload_id:
+        storage.abort_multipart(upload.key, upload.s3_upload_id)
+    else:
+        part_path(upload).unlink(missing_ok=True)
+
+
 def abandon(upload: Upload) -> None:
-    part_path(upload).unlink(missing_ok=True)
+    discard_parts(upload)
     upload.delete()
 
 

@@ -161,10 +161,14 @@ WHITENOISE_USE_FINDERS = True
 # Upload limits enforced before bytes are accepted (design §2.1).
 LOCUS_MAX_FILE_BYTES = env.int("LOCUS_MAX_FILE_BYTES", default=50 * 1024**3)
 LOCUS_USER_QUOTA_BYTES = env.int("LOCUS_USER_QUOTA_BYTES", default=500 * 1024**3)
-# Resumable uploads (jobs/uploads.py): part files live here until complete; every portal process must
-# see the same folder (a shared volume when there are several).
+# Resumable uploads (jobs/uploads.py). Local storage: part files live here until complete, and every portal
+# process must see the same folder. S3 storage: chunks go straight into S3 multipart uploads (this folder is
+# unused), so chunks must be at least S3's smallest part.
 LOCUS_UPLOAD_DIR = Path(env.str("LOCUS_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))
 LOCUS_UPLOAD_CHUNK_BYTES = env.int("LOCUS_UPLOAD_CHUNK_BYTES", default=8 * 1024**2)
+if S3_STORAGE and not 5 * 1024**2 <= LOCUS_UPLOAD_CHUNK_BYTES <= 5 * 1024**3:
+    raise ImproperlyConfigured("LOCUS_UPLOAD_CHUNK_BYTES must be between 5 MiB (5242880) and 5 GiB with S3 storage "
+                               "(each chunk is one S3 part)")
 LOCUS_UPLOAD_EXPIRE_HOURS = env.int("LOCUS_UPLOAD_EXPIRE_HOURS", default=72)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2

@@ -10,7 +10,6 @@ The sha256 is declared at the start or at completion (a browser hashes while it 
 
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -34,7 +33,7 @@ class UploadSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_chunk_bytes(self, upload: Upload) -> int:
-        return settings.LOCUS_UPLOAD_CHUNK_BYTES
+        return uploads.chunk_bytes(upload)
 
 
 class StartUploadSerializer(serializers.Serializer):
@@ -80,8 +79,8 @@ class UploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewset
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             raise ValidationError({"offset": "an integer byte offset is required"}) from None
-        if length > settings.LOCUS_UPLOAD_CHUNK_BYTES:
-            raise ValidationError({"chunk": f"at most {settings.LOCUS_UPLOAD_CHUNK_BYTES} bytes per chunk"})
+        if length > uploads.chunk_bytes(upload):
+            raise ValidationError({"chunk": f"at most {uploads.chunk_bytes(upload)} bytes per chunk"})
         upload = uploads.write_chunk(upload, offset, request._request, length)
         return Response(UploadSerializer(upload).data)
 

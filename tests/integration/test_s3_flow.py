@@ -2,6 +2,7 @@
 job-scoped presigned downloads and uploads by a real worker agent."""
 
 import hashlib
+import os
 from urllib.parse import parse_qs, urlparse
 
 import boto3
@@ -113,3 +114,83 @@ def test_large_upload_goes_in_presigned_parts_and_is_verified(user_session, s3, 
         "multipart": {"upload_id": upload["upload_id"], "parts": etags}}, timeout=30)
     assert done.status_code == 200 and done.json()["status"] == "ready", done.text
     assert s3.get_object(Bucket=BUCKET, Key=upload["key"])["Body"].read() == data
+
+
+# --- resumable uploads on S3: the portal keeps no bytes, so any of its processes takes the next chunk -------
+
+PART = 5 * 1024 * 1024
+
+
+@pytest.fixture
+def no_local_parts(settings, tmp_path):
+    """An upload folder that cannot be written (a file stands where the folder would be): a chunk that went
+    to the portal's own disk would fail, as it would be lost on a pod other than the one taking the next."""
+    blocker = tmp_path / "uploads"
+    blocker.write_bytes(b"")
+    settings.LOCUS_UPLOAD_DIR = blocker
+    settings.LOCUS_UPLOAD_CHUNK_BYTES = PART
+
+
+def test_a_resumable_upload_on_s3_goes_into_a_multipart_upload_and_resumes(user_session, s3, no_local_parts,
+                                                                             user, tmp_path):
+    from jobs.client import Locus
+    from jobs.models import Upload
+
+    data = os.urandom(12 * 1024 * 1024)  # 3 parts: 5 + 5 + 2 MiB
+    path = tmp_path / "movie.tif"
+    path.write_bytes(data)
+    token = user_session.headers["Authorization"].split()[1]
+    locus = Locus(user_session.base.rsplit("/api/v1", 1)[0], token)
+    dataset = locus.create_dataset("s3 resumable")
+    started = locus.request("POST", f"datasets/{dataset['id']}/uploads/", json={"name": "movie.tif",
+                                                                                 "size": len(data)})
+    assert started["chunk_bytes"] == PART
+    short = user_session.put(f"{user_session.base}/uploads/{started['id']}/chunk/?offset=0", data=data[:1000])
+    assert short.status_code == 400 and "exactly" in short.json()["error"]["message"]
+    locus.request("PUT", f"uploads/{started['id']}/chunk/", params={"offset": 0}, data=data[:PART])
+
+    file = locus.upload(dataset["id"], path)  # finds the upload, sends parts 2 and 3, completes
+    upload = Upload.objects.get(pk=started["id"])
+    assert file["sha256"] == hashlib.sha256(data).hexdigest() and [p["part_number"] for p in upload.parts] == [1, 2, 3]
+    assert File.objects.get(pk=file["id"]).key == upload.key
+    assert s3.get_object(Bucket=BUCKET, Key=upload.key)["Body"].read() == data
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET, Prefix=upload.key)
+
+
+def test_on_s3_a_wrong_checksum_or_an_abandoned_upload_leaves_nothing_in_the_bucket(user_session, s3,
+                                                                                     no_local_parts, user):
+    base = user_session.base
+    dataset = user_session.post(f"{base}/datasets/", json={"name": "s3 refusals"}).json()
+    prefix = f"users/{user.pk}/datasets/{dataset['id']}/"
+    data = os.urandom(PART + 10)
+    for name, sha in (("wrong.tif", hashlib.sha256(b"other").hexdigest()), ("left.tif", None)):
+        upload = user_session.post(f"{base}/datasets/{dataset['id']}/uploads/", json={
+            "name": name, "size": len(data), **({"sha256": sha} if sha else {})}).json()
+        for offset in (0, PART):
+            assert user_session.put(f"{base}/uploads/{upload['id']}/chunk/?offset={offset}",
+                                    data=data[offset:offset + PART]).status_code == 200
+        if sha:
+            refused = user_session.post(f"{base}/uploads/{upload['id']}/complete/", json={})
+            assert refused.status_code == 400 and "sha256" in refused.json()["error"]["fields"]
+        else:
+            assert user_session.delete(f"{base}/uploads/{upload['id']}/").status_code == 204
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
+
+    empty = user_session.post(f"{base}/datasets/{dataset['id']}/uploads/", json={
+        "name": "empty.csv", "size": 0, "sha256": hashlib.sha256(b"").hexdigest()}).json()
+    done = user_session.post(f"{base}/uploads/{empty['id']}/complete/", json={})
+    assert done.status_code == 200 and done.json()["size"] == 0
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
+
+
+def test_a_file_posted_through_the_portal_is_stored_in_the_bucket(user_session, s3, user):
+    """The one-request upload (multipart form) and the portal-side checksum on the way into S3."""
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    dataset = user_session.post(f"{user_session.base}/datasets/", json={"name": "posted"}).json()
+    posted = user_session.post(f"{user_session.base}/datasets/{dataset['id']}/files/",
+                               files={"file": ("beads.tif", data)}, data={"sha256": hashlib.sha256(data).hexdigest()})
+    assert posted.status_code == 201, posted.text
+    key = File.objects.get(pk=posted.json()["id"]).key
+    assert key.startswith(f"users/{user.pk}/datasets/{dataset['id']}/")
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data

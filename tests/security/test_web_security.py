@@ -239,6 +239,17 @@ def test_a_malformed_rate_stops_the_start_with_the_variable_named(tmp_path):
     assert "ImproperlyConfigured: LOCUS_THROTTLE_USER: throttle rate 'lots/min' is not" in done.stderr
 
 
+
+def test_s3_storage_refuses_chunks_smaller_than_an_s3_part_at_start(tmp_path):
+    env = {**production_env(tmp_path), "AWS_STORAGE_BUCKET_NAME": "locus", "AWS_ACCESS_KEY_ID": "k",
+           "AWS_SECRET_ACCESS_KEY": "s", "LOCUS_UPLOAD_CHUNK_BYTES": str(1024 * 1024)}
+    done = subprocess.run([sys.executable, "-c", "import portal.settings"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "ImproperlyConfigured: LOCUS_UPLOAD_CHUNK_BYTES must be between 5 MiB" in done.stderr
+    env["LOCUS_UPLOAD_CHUNK_BYTES"] = str(8 * 1024 * 1024)
+    assert subprocess.run([sys.executable, "-c", "import portal.settings"], cwd=ROOT, env=env,
+                          capture_output=True).returncode == 0
+
 # --- quotas --------------------------------------------------------------------------------------------------
 
 def _submit(api, **extra):
