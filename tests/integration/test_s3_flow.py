@@ -75,7 +75,7 @@ def test_pending_file_cannot_be_a_job_input(user_session, s3):
     assert response.status_code == 400
 
 
-def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent):
+def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent, tmp_path):
     dataset = user_session.post(f"{user_session.base}/datasets/", json={"name": "s3"}, timeout=10).json()
     data = b"\x00\x01" * 50000
     body = presigned_upload(user_session, dataset["id"], "movie.tif", data)
@@ -87,6 +87,12 @@ def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent):
     outputs = {o["name"]: o for o in user_session.get(f"{user_session.base}/jobs/{job_id}/outputs/").json()}
     copy = user_session.get(outputs["copy-movie.tif"]["url"], timeout=30)  # redirected to a presigned GET
     assert copy.content == data
+    from jobs.client import Locus  # the Python client follows the redirect (without its token) and checks it
+
+    token = user_session.headers["Authorization"].split()[1]
+    fetched = Locus(user_session.base.rsplit("/api/v1", 1)[0], token).download_outputs(job_id, tmp_path / "out")
+    assert sorted(p.name for p in fetched) == ["checksums.json", "copy-movie.tif"]
+    assert (tmp_path / "out" / "copy-movie.tif").read_bytes() == data
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="users/")["Contents"]]
     assert any(k.endswith("/attempt-1/copy-movie.tif") for k in keys)
 
