@@ -11,8 +11,9 @@ written to a temporary name, checked against the server's sha256 and only then r
     dataset = locus.create_dataset("run 42")
     movie = locus.upload(dataset["id"], "movie.tif")
     job = locus.submit("diagnostics", "checksum", inputs={"files": [movie["id"]]})
-    job = locus.wait(job["id"], on_log=print)
+    job = locus.wait(job["id"], on_log=lambda text: print(text, end=""))
     locus.download_outputs(job["id"], "results/")
+    # or all of it in one call: locus.run("diagnostics", "checksum", inputs={"files": ["movie.tif"]}, out="results/")
 
 Command line: `python -m jobs.client --help` (below, `main`).
 """
@@ -147,6 +148,45 @@ class Locus:
         if progress and size == 0:
             progress(0, 0)
         return self.request("POST", f"uploads/{upload['id']}/complete/", json={"sha256": digest.hexdigest()})
+
+    def upload_inputs(self, inputs: dict[str, list[str | os.PathLike]], dataset_name: str,
+                      progress: Callable[[Path, int, int], None] | None = None) -> dict[str, list[str]]:
+        """A job's inputs with local files uploaded: every path that exists goes into one new dataset (made
+        only once all of them are checked); anything else is taken as the id of a file on the portal."""
+        out: dict[str, list[str]] = {}
+        local: list[tuple[str, Path]] = []
+        for slot, values in inputs.items():
+            for value in values:
+                path = Path(value)
+                if path.exists():
+                    if not path.is_file():
+                        raise LocusError(f"input {slot}={value}: not a file")
+                    local.append((slot, path))
+                elif isinstance(value, Path) or "/" in str(value) or "." in path.name:
+                    raise LocusError(f"input {slot}={value}: no such file (a file id has no slash or dot)")
+                else:
+                    out.setdefault(slot, []).append(str(value))
+        if local:
+            dataset = self.create_dataset(dataset_name)
+            for slot, path in local:
+                file = self.upload(dataset["id"], path, progress=(
+                    None if progress is None else lambda done, total, p=path: progress(p, done, total)))
+                out.setdefault(slot, []).append(file["id"])
+        return out
+
+    def run(self, application: str, entrypoint: str, *, inputs: dict[str, list[str | os.PathLike]] | None = None,
+            params: dict | None = None, version: str | None = None, out: str | os.PathLike | None = None,
+            dataset_name: str | None = None, on_log: Callable[[str], None] | None = None,
+            timeout: float | None = None) -> dict:
+        """Upload local inputs, submit, wait for the end and, if it succeeded and `out` is given, download the
+        outputs there; answers the finished job (check its `status`)."""
+        name = dataset_name or f"{application} {entrypoint} {time.strftime('%Y-%m-%d %H:%M')}"
+        job = self.submit(application, entrypoint, params=params, version=version,
+                          inputs=self.upload_inputs(inputs or {}, name))
+        job = self.wait(job["id"], timeout=timeout, on_log=on_log)
+        if job["status"] == "succeeded" and out is not None:
+            self.download_outputs(job["id"], out)
+        return job
 
     # --- jobs --------------------------------------------------------------------------------------------
 

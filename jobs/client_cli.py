@@ -68,26 +68,16 @@ def _bar(done: int, total: int, width: int = 24) -> str:
 
 
 def _upload_inputs(locus: Locus, specs: list[tuple[str, str]], dataset_name: str, line: Line) -> dict:
-    """Local paths go up into one new dataset; anything else is taken as the id of a file already there."""
-    inputs: dict[str, list[str]] = {}
-    local = [(name, Path(value)) for name, value in specs if Path(value).exists()]
-    for name, value in specs:
-        if not Path(value).exists():
-            if "/" in value or "." in Path(value).name:
-                raise LocusError(f"-i {name}={value}: no such file (a file id has no slash or dot)")
-            inputs.setdefault(name, []).append(value)
-    if local:
-        dataset = locus.create_dataset(dataset_name)
-        print(f"dataset {dataset['id']} ({dataset_name})", file=sys.stderr)
-        for name, path in local:
-            if not path.is_file():
-                raise LocusError(f"-i {name}={path}: not a file")
-            mb = path.stat().st_size / 1e6
-            file = locus.upload(dataset["id"], path, progress=lambda done, total, p=path, mb=mb: line.show(
-                f"upload {p.name} ({mb:.1f} MB) {_bar(done, total)}"))
+    grouped: dict[str, list[str]] = {}
+    for slot, value in specs:
+        grouped.setdefault(slot, []).append(value)
+
+    def show(path: Path, done: int, total: int) -> None:
+        line.show(f"upload {path.name} ({total / 1e6:.1f} MB) {_bar(done, total)}")
+        if done == total:
             line.done()
-            inputs.setdefault(name, []).append(file["id"])
-    return inputs
+
+    return locus.upload_inputs(grouped, dataset_name, progress=show)
 
 
 def _follow(locus: Locus, job_id: str, line: Line, show_log: bool) -> dict:

@@ -193,3 +193,17 @@ def test_the_command_line_refuses_bad_input_in_one_line_with_exit_2(portal, toke
         assert words in refused.stderr.lower() and "Traceback" not in refused.stderr
     wrong_token = cli(portal, "nope", "apps")
     assert wrong_token.returncode == 2 and wrong_token.stderr.count("\n") == 1
+
+
+def test_run_uploads_local_inputs_and_brings_the_outputs_home(portal, token, movie, start_agent, tmp_path):
+    path, data = movie
+    locus = Locus(portal, token)
+    before = Dataset.objects.count()
+    with pytest.raises(LocusError, match="not a file"):
+        locus.run("diagnostics", "checksum", inputs={"files": [path, tmp_path]})  # a folder: nothing is made
+    assert Dataset.objects.count() == before
+    start_agent()
+    job = locus.run("diagnostics", "checksum", inputs={"files": [path]}, params={"copy": True},
+                    out=tmp_path / "home", timeout=120)
+    assert job["status"] == "succeeded" and (tmp_path / "home" / "copy-movie.tif").read_bytes() == data
+    assert Dataset.objects.count() == before + 1
