@@ -2,12 +2,15 @@
 job-scoped presigned downloads and uploads by a real worker agent."""
 
 import hashlib
+import io
 import os
+import zipfile
 from urllib.parse import parse_qs, urlparse
 
 import boto3
 import pytest
 import requests
+from django.test import Client
 
 from jobs.models import File
 from tests.integration.conftest import free_port, submit, wait_for_status
@@ -75,7 +78,7 @@ def test_pending_file_cannot_be_a_job_input(user_session, s3):
     assert response.status_code == 400
 
 
-def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent, tmp_path):
+def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent, tmp_path, user):
     dataset = user_session.post(f"{user_session.base}/datasets/", json={"name": "s3"}, timeout=10).json()
     data = b"\x00\x01" * 50000
     body = presigned_upload(user_session, dataset["id"], "movie.tif", data)
@@ -93,6 +96,13 @@ def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent, tmp_path
     fetched = Locus(user_session.base.rsplit("/api/v1", 1)[0], token).download_outputs(job_id, tmp_path / "out")
     assert sorted(p.name for p in fetched) == ["checksums.json", "copy-movie.tif"]
     assert (tmp_path / "out" / "copy-movie.tif").read_bytes() == data
+    bundle = user_session.get(f"{user_session.base}/jobs/{job_id}/bundle/", timeout=30)
+    with zipfile.ZipFile(io.BytesIO(bundle.content)) as zf:  # built by the portal, reading from the bucket
+        assert zf.read("outputs/copy-movie.tif") == data
+    browser = Client()
+    browser.force_login(user)
+    page = browser.get(f"/files/{outputs['checksums.json']['id']}/")  # the text preview, read from the bucket
+    assert page.status_code == 200 and hashlib.sha256(data).hexdigest() in page.content.decode()
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="users/")["Contents"]]
     assert any(k.endswith("/attempt-1/copy-movie.tif") for k in keys)
 
