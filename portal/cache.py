@@ -1,14 +1,36 @@
-"""Django's Redis cache, keeping one Redis client per connection pool instead of building one per call.
+"""The cache that holds the abuse counters (API throttling, log-in failures, sign-ups), and how they fail.
 
-Django's `RedisCacheClient.get_client` constructs a new `redis.Redis` for every cache operation, and each
-construction fills a table of ~170 response callbacks: about 0.1 ms of CPU per call, several per API request
-(throttle counters, log-in counters). A `redis.Redis` over a shared pool is thread-safe, so one will do.
-Selected in settings when `CACHE_URL` is a redis:// URL.
+`PooledRedisCache` is Django's Redis cache keeping one Redis client per connection pool instead of building
+one per call: Django's `RedisCacheClient.get_client` constructs a new `redis.Redis` for every operation, and
+each construction fills a table of ~170 response callbacks (about 0.1 ms of CPU per call, several per API
+request). A `redis.Redis` over a shared pool is thread-safe, so one will do. Selected in settings when the
+cache is on Redis — `CACHE_URL`, or by default the broker's Redis, which it may share: so `clear()` removes
+only the cache's own keys, never the database.
+
+The counters fail open: when the cache server cannot be reached, requests are let through (and a warning
+logged, at most once a minute) — an outage of Redis must not take the portal and the worker API down with it.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
+import redis
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+log = logging.getLogger("portal.cache")
+UNAVAILABLE = (redis.exceptions.RedisError, OSError)  # what a cache call raises when the server is away
+_last_warning = 0.0
+
+
+def counters_unavailable(exc: BaseException, what: str) -> None:
+    """Log (once a minute at most) that abuse counters are skipped because the cache is unreachable."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= 60:
+        _last_warning = now
+        log.warning("cache unreachable (%s): %s not counted until it is back", type(exc).__name__, what)
 
 
 class _PooledClient(RedisCacheClient):
@@ -28,3 +50,22 @@ class PooledRedisCache(RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = _PooledClient
+
+    def clear(self) -> bool:
+        """Delete this cache's keys only (the Redis database may be the broker's: no FLUSHDB)."""
+        client = self._cache.get_client(write=True)
+        # Django's keys are "<KEY_PREFIX>:<version>:<key>"; Celery's never start with the prefix and a colon.
+        for batch in _batched(client.scan_iter(match=f"{self.key_prefix}:*", count=1000), 1000):
+            client.delete(*batch)
+        return True
+
+
+def _batched(items, n: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -287,9 +287,16 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- cache: API throttling and log-in failure counters (shared by every process when on Redis) --------
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# Without CACHE_URL the counters live on the broker's Redis when there is one, so that every gunicorn process
+# and pod shares one budget (per-process memory would multiply every limit by their number); the embedded
+# default (file-system broker, one process) keeps them in memory.
+_default_cache = CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "locmemcache://"
+CACHES = {"default": env.cache_url("CACHE_URL", default=_default_cache)}
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     CACHES["default"]["BACKEND"] = "portal.cache.PooledRedisCache"  # one Redis client per pool, not per call
+    CACHES["default"]["KEY_PREFIX"] = CACHES["default"].get("KEY_PREFIX") or "locus-cache"
+    # A Redis that does not answer costs a request at most this long (the counters then fail open).
+    CACHES["default"].setdefault("OPTIONS", {}).update({"socket_connect_timeout": 1.0, "socket_timeout": 1.0})
 
 # --- web security (issue 10 §5) ---------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -15,3 +15,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # Throttling is tested on purpose (tests/security) with its own low rates; elsewhere it must never bite.
 LOCUS_THROTTLE_RATES = {scope: "1000000/min" for scope in LOCUS_THROTTLE_RATES}  # noqa: F405
+# Tests keep the counters in memory (isolated per test); the broker's Redis database is flushed by fixtures.
+# tests/unit/test_throttling.py and test_cache_fail_open.py use Redis on purpose.
+if "CACHE_URL" not in os.environ:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

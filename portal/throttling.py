@@ -23,6 +23,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
+from portal.cache import UNAVAILABLE, counters_unavailable
 from portal.rates import parse_rate
 
 
@@ -91,8 +92,13 @@ class PrincipalThrottle(BaseThrottle):
         if not budgets:
             return True
         now = time.time()
+        try:
+            counts = count_hits(budgets, now)
+        except UNAVAILABLE as exc:  # fail open: throttling is not worth an outage
+            counters_unavailable(exc, "API requests")
+            return True
         waits = []
-        for b, (current, previous) in zip(budgets, count_hits(budgets, now), strict=True):
+        for b, (current, previous) in zip(budgets, counts, strict=True):
             elapsed = (now % b.period) / b.period  # fraction of the current window gone by
             if current + previous * (1 - elapsed) > b.limit:
                 waits.append(self._wait_for(b, current, previous, elapsed))

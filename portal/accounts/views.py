@@ -14,6 +14,8 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 
+from portal.cache import UNAVAILABLE, counters_unavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +47,11 @@ class ThrottledLoginView(auth_views.LoginView):
     def post(self, request, *args, **kwargs):
         username = request.POST.get("username", "")
         keys = _keys(request, username)
-        counts = cache.get_many(keys)
+        try:
+            counts = cache.get_many(keys)
+        except UNAVAILABLE as exc:  # fail open: the password check still stands
+            counters_unavailable(exc, "log-in failures")
+            counts = {}
         if any(counts.get(key, 0) >= limit for key, limit in zip(keys, _limits(), strict=True)):
             log.warning("log-in refused: too many failures for this account or address")
             form = self.get_form()
@@ -56,15 +62,21 @@ class ThrottledLoginView(auth_views.LoginView):
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
-        for key in _keys(self.request, self.request.POST.get("username", "")):
-            # add() starts the window on the first failure; incr() keeps its expiry.
-            if not cache.add(key, 1, timeout=settings.LOCUS_LOGIN_LOCKOUT_SECONDS):
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add() and incr()
-                    cache.add(key, 1, timeout=settings.LOCUS_LOGIN_LOCKOUT_SECONDS)
+        try:
+            for key in _keys(self.request, self.request.POST.get("username", "")):
+                # add() starts the window on the first failure; incr() keeps its expiry.
+                if not cache.add(key, 1, timeout=settings.LOCUS_LOGIN_LOCKOUT_SECONDS):
+                    try:
+                        cache.incr(key)
+                    except ValueError:  # expired between add() and incr()
+                        cache.add(key, 1, timeout=settings.LOCUS_LOGIN_LOCKOUT_SECONDS)
+        except UNAVAILABLE as exc:
+            counters_unavailable(exc, "log-in failures")
         return super().form_invalid(form)
 
     def form_valid(self, form):
-        cache.delete(_keys(self.request, self.request.POST.get("username", ""))[0])
+        try:
+            cache.delete(_keys(self.request, self.request.POST.get("username", ""))[0])
+        except UNAVAILABLE as exc:
+            counters_unavailable(exc, "log-in failures")
         return super().form_valid(form)

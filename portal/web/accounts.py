@@ -19,17 +19,22 @@ from portal.accounts import services
 from portal.accounts.forms import ProfileForm, SignUpForm
 from portal.accounts.models import ApiToken
 from portal.accounts.views import client_address
+from portal.cache import UNAVAILABLE, counters_unavailable
 
 
 def _signup_budget_spent(request) -> bool:
     """At most LOCUS_SIGNUP_MAX_PER_HOUR sign-ups from one address an hour: each one emails the approvers."""
     key = f"locus:signup:ip:{client_address(request)}"
-    if cache.add(key, 1, timeout=3600):
-        return False
     try:
-        return cache.incr(key) > settings.LOCUS_SIGNUP_MAX_PER_HOUR
-    except ValueError:  # expired between add() and incr()
-        return not cache.add(key, 1, timeout=3600)
+        if cache.add(key, 1, timeout=3600):
+            return False
+        try:
+            return cache.incr(key) > settings.LOCUS_SIGNUP_MAX_PER_HOUR
+        except ValueError:  # expired between add() and incr()
+            return not cache.add(key, 1, timeout=3600)
+    except UNAVAILABLE as exc:  # fail open: sign-ups still wait for approval
+        counters_unavailable(exc, "sign-ups")
+        return False
 
 
 @require_http_methods(["GET", "POST"])

@@ -231,6 +231,17 @@ def test_default_rates_are_generous_and_set_from_the_environment(tmp_path):
     assert int(rates["user"].split("/")[0]) >= 1000 and int(rates["worker"].split("/")[0]) >= 1000
 
 
+def test_production_counters_are_shared_on_the_brokers_redis_unless_a_cache_is_named(tmp_path):
+    code = "from portal import settings as s; c = s.CACHES['default']; print(c['BACKEND'], c['LOCATION'])"
+    for extra, expected in (({}, "portal.cache.PooledRedisCache redis://127.0.0.1:6379/11"),
+                            ({"CACHE_URL": "redis://127.0.0.1:6379/3"}, "portal.cache.PooledRedisCache "
+                                                                        "redis://127.0.0.1:6379/3")):
+        env = {k: v for k, v in production_env(tmp_path).items() if k != "CACHE_URL"}
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **extra}, check=True,
+                             capture_output=True, text=True).stdout
+        assert out.strip().splitlines()[-1] == expected
+
+
 def test_a_malformed_rate_stops_the_start_with_the_variable_named(tmp_path):
     env = {**production_env(tmp_path), "LOCUS_THROTTLE_USER": "lots/min"}
     done = subprocess.run([sys.executable, "-c", "import portal.settings"], cwd=ROOT, env=env,
