@@ -121,11 +121,13 @@ def _put_part(current: Upload, offset: int, stream: IO[bytes], length: int) -> U
     step = chunk_bytes(current)
     if offset % step or (length != step and offset + length != current.size) or length == 0:
         raise services.InvalidInput({"chunk": f"on S3 storage every chunk but the last is exactly {step} bytes"})
-    data = stream.read(length)
+    data = bytearray()
+    while len(data) < length and (block := stream.read(min(1024 * 1024, length - len(data)))):
+        data += block
     if len(data) != length:
         raise services.InvalidInput({"chunk": f"expected {length} bytes, received {len(data)}"})
     number = offset // step + 1
-    etag = storage.put_part(current.key, current.s3_upload_id, number, data)
+    etag = storage.put_part(current.key, current.s3_upload_id, number, bytes(data))
     parts = [p for p in current.parts if p["part_number"] != number] + [{"part_number": number, "etag": etag}]
     Upload.objects.filter(pk=current.pk).update(received=offset + length, parts=parts, updated_at=timezone.now())
     current.received, current.parts = offset + length, parts
