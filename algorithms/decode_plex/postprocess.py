@@ -192,7 +192,7 @@ def find_dye_ratios(photons: np.ndarray, n_dyes: int, sigma: np.ndarray | None =
     localizations sorted by log ratio and cut into ``n_dyes`` equal groups; then each step weighs every
     localization by its posterior per dye and sets a dye's ratio to Σ w·N₁ / Σ w·N₀ (bright localizations,
     whose ratios are precise, count most). A histogram's highest peaks, the earlier method, missed a dye in
-    10–20 % of sets of a few dozen localizations; see bench/README.md (DECODE-Plex, dye ratios).
+    9–43 % of sets of 20–50 localizations; see bench/README.md (DECODE-Plex, dye ratios).
     Raises ValueError when there are too few usable localizations or the dyes do not separate (two ratios
     within ``min_separation`` in log): pass the ratios explicitly then.
     """
