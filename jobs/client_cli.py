@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -220,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         field = f" ({', '.join(f'{k}: {v}' for k, v in exc.fields.items())})" if len(exc.fields) > 1 else ""
         print(f"locus: error: {exc}{field}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # the output folder cannot be written, an input cannot be read
         print(f"locus: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -49,3 +49,42 @@ def test_revoked_or_unknown_tokens_are_not_found_and_a_missing_profile_stays_mis
     token.revoked_at = timezone.now()
     token.save()
     assert token_with_user(hash_token(raw)) is None
+
+
+SQLITE_CHECK = """
+import django, os
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from jobs.models import hash_token
+from portal.accounts.auth import token_with_user
+from portal.accounts.models import ApiToken, Profile
+user = get_user_model().objects.create_user("ada", "ada@example.org", "pw", is_staff=True)
+profile, _ = Profile.objects.get_or_create(user=user)
+profile.approved_at = timezone.now()
+profile.save()
+token, raw = ApiToken.issue(user, "laptop")
+ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+fields = lambda i: {f.attname: getattr(i, f.attname) for f in type(i)._meta.concrete_fields}
+got, expected = token_with_user(hash_token(raw)), ApiToken.objects.select_related("user__profile").get(pk=token.pk)
+assert fields(got) == fields(expected), (fields(got), fields(expected))
+assert fields(got.user) == fields(expected.user) and fields(got.user.profile) == fields(expected.user.profile)
+assert timezone.is_aware(got.last_used_at) and got.user.is_staff is True
+print("same as the ORM")
+"""
+
+
+def test_on_the_embedded_sqlite_database_too(tmp_path):
+    """SQLite hands back naive datetimes and 0/1 booleans: the statement's columns go through the converters
+    the ORM applies (a second API call with one token on `make demo` answered 500 before)."""
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT, clean_env
+
+    env = clean_env(LOCUS_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="portal.settings")
+    done = subprocess.run([sys.executable, "-c", SQLITE_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "same as the ORM" in done.stdout, done.stderr[-3000:]
