@@ -81,8 +81,10 @@ class Command(BaseCommand):
             dead = [name for name, p in self.procs if p.poll() is not None]
             raise CommandError(f"{', '.join(dead)} stopped unexpectedly; see its output above")
         except KeyboardInterrupt:
+            _ignore_stop_signals()  # a second Ctrl-C (or SIGTERM) while stopping must not end in a traceback
             self.stdout.write("\nstopping…")
         finally:
+            _ignore_stop_signals()
             self.stop_all()
 
     def demo_user(self):
@@ -152,6 +154,12 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name} did not stop in time; killing it")
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def _ignore_stop_signals() -> None:
+    """Stopping is bounded (stop_all waits 15 s, then kills): further interrupts would only cut it short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _port_busy(port: int) -> bool:
