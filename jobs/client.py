@@ -224,6 +224,17 @@ class Locus:
         """`{text, next_offset, complete}` from byte `offset`."""
         return self.request("GET", f"jobs/{job_id}/logs/", params={"offset": offset})
 
+    def read_log(self, job_id: str, offset: int, on_text: Callable[[str], object]) -> int:
+        """Hand every piece of the log from `offset` to `on_text` (a long log comes in several reads);
+        answers the offset to continue from."""
+        while True:
+            part = self.logs(job_id, offset)
+            if part["text"]:
+                on_text(part["text"])
+            if part["next_offset"] == offset or part["complete"]:
+                return part["next_offset"]
+            offset = part["next_offset"]
+
     def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 2.0,
              on_log: Callable[[str], None] | None = None,
              on_progress: Callable[[dict], None] | None = None) -> dict:
@@ -235,14 +246,7 @@ class Locus:
             if on_progress:
                 on_progress(job)
             if on_log:
-                while True:  # a long log comes in several reads
-                    part = self.logs(job_id, offset)
-                    if part["text"]:
-                        on_log(part["text"])
-                    if part["next_offset"] == offset or part["complete"]:
-                        break
-                    offset = part["next_offset"]
-                offset = part["next_offset"]
+                offset = self.read_log(job_id, offset, on_log)
             if job["status"] in TERMINAL:
                 return job
             if deadline is not None and time.monotonic() > deadline:

@@ -132,13 +132,8 @@ def cmd_status(locus: Locus, args) -> int:
 
 
 def cmd_logs(locus: Locus, args) -> int:
-    offset = 0
-    while True:
-        part = locus.logs(args.job, offset)
-        sys.stdout.write(part["text"])
-        if part["next_offset"] == offset or part["complete"]:
-            return 0
-        offset = part["next_offset"]
+    locus.read_log(args.job, 0, sys.stdout.write)
+    return 0
 
 
 def cmd_cancel(locus: Locus, args) -> int:

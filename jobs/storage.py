@@ -109,7 +109,7 @@ def exists(key: str) -> bool:
 
 
 def delete(key: str) -> None:
-    if key and default_storage.exists(key):
+    if exists(key):
         default_storage.delete(key)
 
 
@@ -175,9 +175,6 @@ def start_multipart(key: str, size: int) -> dict[str, Any]:
         "upload_part", Params={"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": n},
         ExpiresIn=settings.LOCUS_URL_TTL_SECONDS, HttpMethod="PUT")} for n in range(1, count + 1)]
     return {"key": key, "upload_id": upload_id, "part_bytes": part_bytes, "parts": parts, "method": "PUT"}
-
-
-MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last)
 
 
 def begin_multipart(key: str) -> str:

@@ -178,6 +178,8 @@ def test_the_command_line_runs_a_job_from_local_files_to_outputs(portal, token, 
 
     listed = cli(portal, token, "jobs", "--status", "succeeded")
     assert listed.returncode == 0 and job_id in listed.stdout
+    log = cli(portal, token, "logs", job_id)
+    assert log.returncode == 0 and log.stdout == Locus(portal, token).logs(job_id)["text"]
 
 
 def test_the_command_line_refuses_bad_input_in_one_line_with_exit_2(portal, token, tmp_path):
