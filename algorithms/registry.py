@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -141,27 +142,47 @@ def queue_for(hardware: dict[str, int]) -> str:
     raise ValueError(f"no GPU tier has {need} GB (largest is {GPU_TIERS_GB[-1]} GB)")
 
 
+def number(value: Any) -> float:
+    """A capability as a finite non-negative number; anything else (a string, NaN, a list) counts as 0.
+
+    Capabilities come from workers: the worker API checks them, but a row stored before it did must still
+    route jobs instead of raising in every submission and every sweep.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def gpu_memories(capabilities: dict[str, Any]) -> list[float]:
+    """The memory (GB) of each GPU a worker registered, malformed entries counting as 0 GB."""
+    gpus = capabilities.get("gpus") if isinstance(capabilities, dict) else None
+    if not isinstance(gpus, list):
+        return []
+    return [number(g.get("memory_gb")) if isinstance(g, dict) else 0.0 for g in gpus]
+
+
 def queues_for_capabilities(capabilities: dict[str, Any]) -> list[str]:
     """Every job queue a worker with these capabilities can serve: `cpu`, and each GPU tier its card covers."""
     queues = ["cpu"]
-    gpus = capabilities.get("gpus") or []
-    if gpus:
-        memory_gb = max(g.get("memory_gb", 0) for g in gpus)
-        queues += [f"gpu.{tier}" for tier in GPU_TIERS_GB if tier <= memory_gb + 0.5]
+    memories = gpu_memories(capabilities)
+    if memories:
+        queues += [f"gpu.{tier}" for tier in GPU_TIERS_GB if tier <= max(memories) + 0.5]
     return queues
 
 
 def covers(capabilities: dict[str, Any], hardware: dict[str, int]) -> bool:
     """Whether a worker with `capabilities` can run a job needing `hardware`."""
+    caps = capabilities if isinstance(capabilities, dict) else {}
     if hardware.get("gpu"):
-        gpus = capabilities.get("gpus") or []
-        if len(gpus) < hardware["gpu"]:
+        memories = gpu_memories(caps)
+        if len(memories) < hardware["gpu"]:
             return False
-        if max(g.get("memory_gb", 0) for g in gpus) + 0.5 < hardware.get("gpu_memory_gb", 0):
+        if max(memories) + 0.5 < hardware.get("gpu_memory_gb", 0):
             return False
-    if capabilities.get("cpu_count", 0) < hardware.get("cpu", 0):
+    if number(caps.get("cpu_count")) < hardware.get("cpu", 0):
         return False
-    return capabilities.get("memory_gb", 0) + 0.5 >= hardware.get("memory_gb", 0)
+    return number(caps.get("memory_gb")) + 0.5 >= hardware.get("memory_gb", 0)
 
 
 class _Loader:

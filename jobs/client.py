@@ -1,8 +1,9 @@
 """The Python client of the user API: upload, submit, follow, download — from a script or the command line.
 
-Free of Django on purpose (it needs only `requests`), so a laptop or a notebook can drive the portal without
-the rest of Locus installed. Every call that can be repeated safely is retried on a dropped connection, a 5xx
-or a throttled 429 (after `Retry-After`): uploads go in resumable chunks and continue where the server
+Free of Django on purpose (it needs only `requests`, and `workers/retry.py`: the retry policy it shares with
+the worker agent, Django-free too), so a laptop or a notebook can drive the portal without the rest of Locus
+installed. Every call that can be repeated safely is retried on a dropped connection, a 5xx or a throttled 429
+(after `Retry-After`), never on any other 4xx: uploads go in resumable chunks and continue where the server
 stopped, and a submission carries an Idempotency-Key, so a retry never makes a second job. Downloads are
 written to a temporary name, checked against the server's sha256 and only then renamed into place.
 
@@ -21,6 +22,7 @@ Command line: `python -m jobs.client --help` (below, `main`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import tempfile
@@ -32,8 +34,9 @@ from typing import Any
 
 import requests
 
+from workers.retry import TRANSIENT_ERRORS, RetryPolicy
+
 TERMINAL = ("succeeded", "failed", "cancelled")
-RETRY_STATUSES = (500, 502, 503, 504)
 HASH_CHUNK = 1024 * 1024
 
 
@@ -47,7 +50,8 @@ class LocusError(Exception):
 
 
 class Locus:
-    """One portal, one API token. `retries` bounds the attempts of each retryable call (backoff 1, 2, 4… s)."""
+    """One portal, one API token. `retries` bounds the tries of each retryable call (`workers.retry`: jittered
+    backoff up to 1, 2, 4… 60 s, or the throttle's `Retry-After`)."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 60,
                  retries: int = 6, session: requests.Session | None = None):
@@ -59,6 +63,8 @@ class Locus:
             raise LocusError("no API token: pass token= or set LOCUS_TOKEN (create one under Account → API tokens)")
         self.base = url.rstrip("/") + "/api/v1"
         self.timeout, self.retries = timeout, max(1, retries)
+        # Quiet (DEBUG) retries: the command line prints one line per outcome, not per try.
+        self.policy = RetryPolicy(retries=self.retries - 1, base_s=1.0, cap_s=60.0, log_level=logging.DEBUG)
         self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"Token {token}"
         self.session.headers.setdefault("User-Agent", "locus-client/1")
@@ -69,29 +75,16 @@ class Locus:
         """One API call; `path` is below /api/v1 (or a full URL). Raises LocusError on any refusal."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base}/{path.lstrip('/')}"
         kwargs.setdefault("timeout", self.timeout)
-        for attempt in range(self.retries if retry else 1):
-            last = attempt == (self.retries if retry else 1) - 1
-            try:
-                response = self.session.request(method, url, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if last:
-                    raise LocusError(f"cannot reach {url}: {type(exc).__name__}") from None
-                self._pause(attempt)
-                continue
-            wait = _retry_after(response)
-            if not last and (response.status_code in RETRY_STATUSES or wait is not None):
-                self._pause(attempt, wait)
-                continue
-            if response.status_code >= 400:
-                raise _error(response)
-            if not expect_json:
-                return response
-            return response.json() if response.content else None
-        raise AssertionError("unreachable")  # the last attempt returns or raises
-
-    @staticmethod
-    def _pause(attempt: int, wait: float | None = None) -> None:
-        time.sleep(min(wait if wait is not None else 2.0 ** attempt, 60.0))
+        try:
+            response = self.policy.call(lambda: self.session.request(method, url, **kwargs),
+                                        f"{method} {url}", retries=None if retry else 0)
+        except TRANSIENT_ERRORS as exc:
+            raise LocusError(f"cannot reach {url}: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise _error(response)
+        if not expect_json:
+            return response
+        return response.json() if response.content else None
 
     # --- registry, datasets, files -----------------------------------------------------------------------
 
@@ -270,7 +263,7 @@ class Locus:
                 if attempt == self.retries - 1:
                     raise LocusError(f"{file['name']}: download interrupted ({type(exc).__name__}); "
                                      "nothing was written") from None
-                self._pause(attempt)
+                self.policy.sleep(self.policy.backoff(attempt))
         raise AssertionError("unreachable")
 
     def _fetch(self, file: dict, target: Path) -> Path:
@@ -302,16 +295,6 @@ def _relative_parts(path: str) -> list[str]:
     """The parts of a server-given relative path that stay inside the download folder."""
     parts = [p for p in str(path).replace("\\", "/").split("/") if p not in ("", ".", "..")]
     return parts or ["file"]
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds to wait before retrying a throttled call; None if the answer is not a throttle."""
-    if response.status_code != 429:
-        return None
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None  # a quota refusal (too many active jobs): waiting a few seconds will not help
 
 
 def _error(response: requests.Response) -> LocusError:

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from jobs.capabilities import normalise
 from jobs.models import Job, Worker
 
 APPLICATION, ENTRYPOINT = "diagnostics", "selftest"
@@ -44,7 +45,7 @@ def verdict(job: Job, report: dict[str, Any] | None, worker: Worker) -> dict[str
     if job.status != Job.Status.SUCCEEDED:
         checks.append(f"the selftest job {job.status}" + (f": {job.reason}" if job.reason else ""))
     report = report or {}
-    registered = len((worker.capabilities or {}).get("gpus") or [])
+    registered = len(normalise(worker.capabilities)["gpus"])
     seen = len(report.get("gpus") or [])
     if job.status == Job.Status.SUCCEEDED and seen < registered:
         checks.append(f"the worker registered {registered} GPU(s) but the job saw {seen}")

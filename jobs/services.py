@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from algorithms import registry as reg
 from jobs import dispatch, pools, selftest, states, storage
+from jobs.capabilities import normalise
 from jobs.models import (
     Attempt,
     Dataset,
@@ -36,7 +37,7 @@ from jobs.models import (
     hash_token,
 )
 from jobs.registry import get_registry
-from jobs.textsafe import clean_json, clean_text, is_clean
+from jobs.textsafe import clean_text, is_clean, non_finite_path
 
 
 class InvalidInput(Exception):
@@ -96,9 +97,28 @@ def check_upload_allowed(user, size: int | None) -> None:
         raise TooLarge(f"file is {size} bytes but only {max(left, 0)} bytes of your quota are left")
 
 
+def lock_owner(user) -> None:
+    """Lock the user's row until the transaction ends: what counts against their quotas (stored bytes,
+    active jobs) is then counted and added by one request at a time."""
+    # get_user_model(), not type(user): a view's request.user is a lazy wrapper.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+
+
+def check_quota_locked(user, size: int, promised: int = 0) -> None:
+    """Inside a transaction: lock the owner, then refuse `size` more bytes if they do not fit (413)."""
+    lock_owner(user)
+    left = quota_bytes(user) - used_bytes(user) - promised
+    if size > left:
+        raise TooLarge(f"file is {size} bytes but only {max(left, 0)} bytes of your quota are left")
+
+
 def add_file(dataset: Dataset, name: str, stream: IO[bytes], size_hint: int | None = None,
              content_type: str = "application/octet-stream", expected_sha256: str | None = None) -> File:
-    """Store an upload under a server-made key and record its size and sha256."""
+    """Store an upload under a server-made key and record its size and sha256.
+
+    The quota is checked before the bytes are stored and again, under the owner's lock, when the file is
+    recorded: parallel uploads each saw the same room at the start, and only those that still fit are kept.
+    """
     check_upload_allowed(dataset.owner, size_hint)
     limit = min(settings.LOCUS_MAX_FILE_BYTES, quota_bytes(dataset.owner) - used_bytes(dataset.owner))
     key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
@@ -110,8 +130,14 @@ def add_file(dataset: Dataset, name: str, stream: IO[bytes], size_hint: int | No
     if expected_sha256 and expected_sha256.lower() != sha:
         storage.delete(key)
         raise InvalidInput({"sha256": f"checksum mismatch: received bytes hash to {sha}"})
-    return File.objects.create(owner=dataset.owner, dataset=dataset, name=storage.sanitise_name(name), key=key,
-                               size=size, sha256=sha, content_type=content_type[:100])
+    try:
+        with transaction.atomic():
+            check_quota_locked(dataset.owner, size)
+            return File.objects.create(owner=dataset.owner, dataset=dataset, name=storage.sanitise_name(name),
+                                       key=key, size=size, sha256=sha, content_type=content_type[:100])
+    except TooLarge:
+        storage.delete(key)
+        raise
 
 
 def start_presigned_upload(dataset: Dataset, name: str, size: int, sha256: str) -> tuple[File, dict[str, Any]]:
@@ -122,8 +148,10 @@ def start_presigned_upload(dataset: Dataset, name: str, size: int, sha256: str) 
     if len(sha256 or "") != 64:
         raise InvalidInput({"sha256": "64 hex characters required"})
     key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
-    file = File.objects.create(owner=dataset.owner, dataset=dataset, name=storage.sanitise_name(name), key=key,
-                               size=size, sha256=sha256.lower(), status=File.Status.PENDING)
+    with transaction.atomic():
+        check_quota_locked(dataset.owner, size)
+        file = File.objects.create(owner=dataset.owner, dataset=dataset, name=storage.sanitise_name(name), key=key,
+                                   size=size, sha256=sha256.lower(), status=File.Status.PENDING)
     if size > storage.MULTIPART_PART_BYTES:
         return file, storage.start_multipart(key, size)
     return file, storage.upload_target(key, scope={"file": str(file.pk)}, size=size, sha256=sha256)
@@ -194,6 +222,8 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
         raise InvalidInput({exc.field: exc.message}) from None
     if not is_clean(params):
         raise InvalidInput({"params": "text must not contain NUL or unpaired surrogate characters"})
+    if (where := non_finite_path(params)) is not None:
+        raise InvalidInput({f"params.{where}" if where else "params": "must be a finite number"})
     try:
         resolved = entry.resolve_params(params)
     except reg.ParamsError as exc:
@@ -231,8 +261,10 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
             states.event(job, "submitted", f"queued on {queue}")
             transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue, marked=True))
     except IntegrityError:
-        # Two concurrent submissions with one idempotency key: the other one won.
-        existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
+        # Two concurrent submissions with one idempotency key: the other one won. Without a key there is
+        # nothing to look up (filtering on None would find any job of the user's without one).
+        existing = (Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
+                    if idempotency_key else None)
         if existing is None:
             raise
         return existing, False
@@ -245,8 +277,7 @@ def _check_active_jobs(user) -> None:
     The user's row is locked first so that concurrent submissions count one after the other.
     """
     limit = settings.LOCUS_MAX_ACTIVE_JOBS
-    # get_user_model(), not type(user): a view's request.user is a lazy wrapper.
-    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    lock_owner(user)
     active = Job.objects.filter(owner=user, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).count()
     if active >= limit:
         raise QuotaExceeded(f"you have {active} queued or running jobs; the limit is {limit} "
@@ -268,6 +299,8 @@ def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dic
             raise InvalidInput({f"inputs.{slot.name}": "must be a list of file ids"})
         if len(ids) < slot.min_count or (slot.max_count is not None and len(ids) > slot.max_count):
             raise InvalidInput({f"inputs.{slot.name}": f"needs {slot.describe_count()} file(s), got {len(ids)}"})
+        if len({str(file_id) for file_id in ids}) < len(ids):
+            raise InvalidInput({f"inputs.{slot.name}": "the same file is given more than once"})
         files = []
         for i, file_id in enumerate(ids):
             file = File.objects.filter(pk=parse_uuid(file_id), owner=user, status=File.Status.READY).first()
@@ -338,8 +371,7 @@ def worker_facts(workers) -> dict[Any, dict[str, Any]]:
             verdict = job.status if job else "none"
         facts[w.pk] = {
             "online": w.enabled and w.is_online(now),
-            "gpus": [{"name": g.get("name"), "memory_gb": g.get("memory_gb")}
-                     for g in (w.capabilities or {}).get("gpus") or []],
+            "gpus": [{"name": g["name"], "memory_gb": g["memory_gb"]} for g in normalise(w.capabilities)["gpus"]],
             # No job id: the job belongs to someone the worker's manager may not be (a 404 on its id).
             "current_job": ({"application": attempt.job.application,
                              "entrypoint": attempt.job.entrypoint, "attempt": attempt.number,
@@ -364,7 +396,7 @@ def enroll(raw_token: str, name: str, capabilities: dict, *, selftest_job: bool 
             raise InvalidInput({"enrollment_token": "unknown, used or expired enrollment token"}, status=403)
         worker = Worker.objects.create(name=clean_text(name or "worker")[:200] or "worker", owner=token.created_by,
                                        institution=token.institution, pools=token.pools,
-                                       capabilities=clean_json(capabilities or {}), last_seen=now)
+                                       capabilities=capabilities or {}, last_seen=now)
         updated = EnrollmentToken.objects.filter(pk=token.pk, used_at__isnull=True).update(used_at=now, worker=worker)
         if not updated:
             raise InvalidInput({"enrollment_token": "enrollment token already used"}, status=403)
@@ -427,7 +459,7 @@ def revoke_worker(worker: Worker) -> Worker:
 def worker_heartbeat(worker: Worker, capabilities: dict | None) -> Worker:
     fields: dict[str, Any] = {"last_seen": timezone.now()}
     if isinstance(capabilities, dict) and capabilities:
-        fields["capabilities"] = clean_json(capabilities)
+        fields["capabilities"] = capabilities
     Worker.objects.filter(pk=worker.pk).update(**fields)
     for k, v in fields.items():
         setattr(worker, k, v)
@@ -439,10 +471,15 @@ def claim(job_id, worker: Worker) -> Attempt:
     job = Job.objects.filter(pk=parse_uuid(job_id)).first()
     if job is None:
         raise NotFound("no such job")
+    if job.pinned_worker_id not in (None, worker.pk):
+        raise states.Conflict("job is pinned to another worker", job.status)
+    if job.queue not in worker_queues(worker):
+        # Only through its own queues: a worker must not pick another pool's job by its id.
+        raise states.Conflict(f"this worker does not serve the job's queue {job.queue}", job.status)
     if not reg.covers(worker.capabilities or {}, job.spec.get("hardware", {})):
         raise states.Conflict("this worker's hardware does not cover the job", job.status)
     worker_heartbeat(worker, None)
-    return states.claim(job.pk, worker, code_version=(worker.capabilities or {}).get("code_version", ""))
+    return states.claim(job.pk, worker, code_version=normalise(worker.capabilities).get("code_version", ""))
 
 
 def claim_next(worker: Worker, wait_s: float = 0.0) -> Attempt | None:
@@ -462,7 +499,7 @@ def claim_next(worker: Worker, wait_s: float = 0.0) -> Attempt | None:
                 if reg.covers(worker.capabilities or {}, job.spec.get("hardware", {})):
                     try:
                         return states.claim(job.pk, worker,
-                                            code_version=(worker.capabilities or {}).get("code_version", ""))
+                                            code_version=normalise(worker.capabilities).get("code_version", ""))
                     except states.Conflict:
                         continue
         if time.monotonic() >= deadline:
@@ -528,62 +565,63 @@ def _chunk_start(job: Job, offset: int) -> int:
 
 
 def output_upload_target(attempt: Attempt, name: str, size: int, sha256: str) -> dict[str, Any]:
+    """Where the worker puts one output (`name`, `size` and `sha256` checked by the worker API's contract)."""
     clean = storage.sanitise_relpath(name)
-    if not isinstance(size, int) or size < 0:
-        raise InvalidInput({"size": "must be a non-negative integer"})
-    if len(sha256 or "") != 64:
-        raise InvalidInput({"sha256": "64 hex characters required"})
     key = storage.output_key(attempt.job.owner_id, attempt.job_id, attempt.number, clean)
     scope = {"job": str(attempt.job_id), "attempt": str(attempt.pk)}
     return storage.upload_target(key, scope=scope, size=size, sha256=sha256.lower())
 
 
+def reported_seconds(attempt: Attempt, cpu_seconds: float, gpu_seconds: float) -> tuple[float, float]:
+    """What a worker reports, capped by what it could have used: the attempt's wall time on the server's
+    clock times the worker's registered CPU cores (CPU time) or the GPUs it could give the job (GPU time:
+    wall time × GPUs allocated, as the agent measures it), so no worker can inflate the hours it is
+    credited with."""
+    wall = max((timezone.now() - attempt.started_at).total_seconds(), 0.0)
+    caps = normalise(attempt.worker.capabilities if attempt.worker else {})
+    gpus = min(reg.number(attempt.job.spec.get("hardware", {}).get("gpu")), len(caps["gpus"]))
+    return min(cpu_seconds, wall * max(caps["cpu_count"], 1)), min(gpu_seconds, wall * gpus)
+
+
 def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
-    """Verify every reported output in storage (size + sha256), then finish the attempt atomically."""
+    """Verify every reported output in storage (size + sha256), then finish the attempt atomically.
+
+    `data` is a body checked by the worker API's contract (jobs.api.worker_contract.CompleteRequest).
+    """
     outputs = data.get("outputs") or []
     exit_code = data.get("exit_code")
-    # null: the job's process never ran (download check failed, disk full, shutdown before start); the
-    # failure class then says why.
-    if exit_code is None and not data.get("failure_class"):
-        raise InvalidInput({"exit_code": "an integer is required (null only with a failure_class)"})
-    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
-        raise InvalidInput({"exit_code": "an integer, or null when the process never ran"})
-    if not isinstance(outputs, list):
-        raise InvalidInput({"outputs": "a list of {name, key, size, sha256}"})
-    seconds = {}
-    for name in ("cpu_seconds", "gpu_seconds"):
-        try:
-            seconds[name] = float(data.get(name) or 0)
-        except (TypeError, ValueError):
-            raise InvalidInput({name: "a number of seconds"}) from None
+    failure_class = data.get("failure_class")
+    cpu_seconds, gpu_seconds = reported_seconds(attempt, data.get("cpu_seconds", 0.0), data.get("gpu_seconds", 0.0))
     prefix = storage.output_prefix(attempt.job.owner_id, attempt.job_id, attempt.number)
     verified = []
-    if exit_code == 0 and not data.get("failure_class"):
+    if exit_code == 0 and not failure_class:
         for i, out in enumerate(outputs):
-            key = out.get("key") if isinstance(out, dict) else None
-            if not isinstance(key, str) or not key.startswith(prefix) or ".." in key:
+            key = out["key"]
+            if not key.startswith(prefix) or ".." in key:
                 raise InvalidInput({f"outputs.{i}.key": "not an upload target of this attempt"})
             try:
                 size, sha = storage.checksum(key)
             except Exception:  # noqa: BLE001 - missing object (local or S3)
-                raise InvalidInput({f"outputs.{i}": f"{out.get('name')!r} was not uploaded"}) from None
-            if size != out.get("size") or sha != out.get("sha256"):
-                raise InvalidInput({f"outputs.{i}": f"{out.get('name')!r} does not match its reported checksum"})
-            verified.append((out, size, sha))
+                raise InvalidInput({f"outputs.{i}": f"{out.get('name') or key!r} was not uploaded"}) from None
+            if size != out["size"] or sha != out["sha256"]:
+                raise InvalidInput({f"outputs.{i}": f"{out.get('name') or key!r} does not match its reported "
+                                                    "checksum"})
+            verified.append((key, size, sha))
 
     def register(job: Job, att: Attempt) -> None:
-        for out, size, sha in verified:
-            File.objects.create(owner_id=job.owner_id, job=job, attempt=att, key=out["key"],
-                                name=storage.sanitise_name(out.get("name") or out["key"].rsplit("/", 1)[-1]),
+        # The name shown is the stored key below the attempt's folder, never what the worker calls it.
+        for key, size, sha in verified:
+            File.objects.create(owner_id=job.owner_id, job=job, attempt=att, key=key,
+                                name=storage.sanitise_name(key.rsplit("/", 1)[-1]),
                                 size=size, sha256=sha)
 
     # One transaction: a finished selftest and its verdict on the worker become visible together, so nobody
     # reads a terminal selftest job next to an empty report.
     with transaction.atomic():
         job = states.complete(
-            attempt.pk, token, exit_code=exit_code, failure_class=data.get("failure_class") or None,
-            reason=clean_text(str(data.get("reason") or "")), cpu_seconds=seconds["cpu_seconds"],
-            gpu_seconds=seconds["gpu_seconds"], register_outputs=register, handback=data.get("handback") is True,
+            attempt.pk, token, exit_code=exit_code, failure_class=failure_class,
+            reason=data.get("reason", ""), cpu_seconds=cpu_seconds, gpu_seconds=gpu_seconds,
+            register_outputs=register, handback=data.get("handback", False),
         )
         selftest.record(job)
     return job

@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from jobs import dispatch
 from jobs.models import Attempt, Job, JobEvent, Worker
-from jobs.textsafe import clean_json
 
 QUEUED, RUNNING = Job.Status.QUEUED, Job.Status.RUNNING
 SUCCEEDED, FAILED, CANCELLED = Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED
@@ -128,7 +127,6 @@ def heartbeat(attempt_id, token: str, progress: dict | None = None) -> tuple[str
         raise Conflict(f"attempt is {status}", status)
     attempt.lease_expires_at = expires
     if progress:
-        progress = clean_json(progress)
         fraction = progress.get("progress")
         fields = {"progress_detail": progress}
         if isinstance(fraction, int | float) and 0 <= fraction <= 1:
@@ -158,6 +156,10 @@ def complete(attempt_id, token: str, *, exit_code: int | None, failure_class: st
     restart of the fleet must not fail a job that did nothing wrong.
     """
     attempt = _running_attempt(attempt_id, token)
+    if handback and attempt.job.attempts.filter(status=Attempt.Status.RELEASED).count() >= settings.LOCUS_MAX_HANDBACKS:
+        handback = False  # counts as an infrastructure failure from here on (LOCUS_MAX_HANDBACKS)
+        failure_class = "infrastructure"
+        reason = f"handed back more than {settings.LOCUS_MAX_HANDBACKS} times" + (f": {reason}" if reason else "")
     success = exit_code == 0 and not failure_class and not handback
     if handback:
         failure_class = "infrastructure"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import unicodedata
 import uuid
+from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
@@ -102,6 +104,22 @@ def checksum(key: str) -> tuple[int, str]:
             sha.update(chunk)
             size += len(chunk)
     return size, sha.hexdigest()
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` if missing (an existing one keeps its bytes), readable by the portal's user only: the file
+    0600 and the folders made for it 0700, whatever the umask. For the bytes the portal writes itself (resumable
+    upload parts); storage applies FILE_UPLOAD_PERMISSIONS and FILE_UPLOAD_DIRECTORY_PERMISSIONS to its own."""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in missing:  # mkdir's mode passes through the umask, and parents get none of it
+        os.chmod(folder, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # also an existing file, and whatever the umask took from the mode above
+    finally:
+        os.close(fd)
+    return path
 
 
 def exists(key: str) -> bool:

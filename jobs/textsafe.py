@@ -6,6 +6,7 @@ fails over a stray byte in its log; user-supplied params are checked and refused
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 MAX_DEPTH = 20
@@ -31,3 +32,18 @@ def clean_json(value: Any, depth: int = 0) -> Any:
 
 def is_clean(value: Any) -> bool:
     return clean_json(value) == value
+
+
+def non_finite_path(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite number in `value` ('' for `value` itself), else None.
+
+    JSON columns cannot hold them (PostgreSQL refuses, SQLite's check fails), and `1e999` parses as infinity.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite_path(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

@@ -58,20 +58,30 @@ def start(dataset: Dataset, name: str, size: int, sha256: str | None = None) -> 
             existing.sha256 = sha
         return existing, False
     services.check_upload_allowed(dataset.owner, size)
-    # Bytes promised by unfinished uploads count against the quota too, or parts could exceed it.
-    promised = Upload.objects.filter(owner=dataset.owner, file__isnull=True).aggregate(total=Sum("size"))["total"]
-    left = services.quota_bytes(dataset.owner) - services.used_bytes(dataset.owner) - (promised or 0)
-    if size > left:
-        raise services.TooLarge(f"file is {size} bytes but only {max(left, 0)} bytes of your quota are left "
-                                "(unfinished uploads count): finish or delete them first")
     fields = {"owner": dataset.owner, "dataset": dataset, "name": name[:255], "size": size, "sha256": sha,
               "part_bytes": settings.LOCUS_UPLOAD_CHUNK_BYTES}
     if settings.S3_STORAGE:
-        key = storage.dataset_key(dataset.owner_id, dataset.pk, name)
-        return Upload.objects.create(**fields, key=key, s3_upload_id=storage.begin_multipart(key)), True
-    upload = Upload.objects.create(**fields)
-    part_path(upload).parent.mkdir(parents=True, exist_ok=True)
-    part_path(upload).touch()
+        fields["key"] = storage.dataset_key(dataset.owner_id, dataset.pk, name)
+        fields["s3_upload_id"] = storage.begin_multipart(fields["key"])
+    try:
+        with transaction.atomic():
+            # Bytes promised by unfinished uploads count against the quota too, or parts could exceed it;
+            # counted under the owner's lock so that parallel starts cannot all take the same room.
+            services.lock_owner(dataset.owner)
+            promised = Upload.objects.filter(owner=dataset.owner, file__isnull=True).aggregate(
+                total=Sum("size"))["total"] or 0
+            try:
+                services.check_quota_locked(dataset.owner, size, promised)
+            except services.TooLarge as exc:
+                raise services.TooLarge(f"{exc} (unfinished uploads count): finish or delete them first") from None
+            upload = Upload.objects.create(**fields)
+    except services.TooLarge:
+        if settings.S3_STORAGE:
+            storage.abort_multipart(fields["key"], fields["s3_upload_id"])
+        raise
+    if settings.S3_STORAGE:
+        return upload, True
+    storage.private_file(part_path(upload))
     return upload, True
 
 
@@ -96,9 +106,9 @@ def write_chunk(upload: Upload, offset: int, stream: IO[bytes], length: int) -> 
         if current.s3_upload_id:
             return _put_part(current, offset, stream, length)
         path = part_path(current)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        storage.private_file(path)  # 0600 in a 0700 folder; recreated (empty) if someone removed it
         written = 0
-        with path.open("r+b" if path.exists() else "wb") as fh:
+        with path.open("r+b") as fh:
             fh.seek(offset)
             fh.truncate()  # bytes past `received` are from a chunk that never committed
             while written < length:

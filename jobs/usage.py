@@ -9,6 +9,7 @@ nothing and counts zero. *Used* is charged to the job's owner and to each instit
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -20,9 +21,16 @@ from jobs.models import Attempt, Institution, Worker
 FIELDS = ("attempts", "cpu_seconds", "gpu_seconds")
 
 
+def _seconds(value: Any) -> float:
+    """A stored sum as a finite number: a row written before the worker API bounded these (migration 0007
+    mends them) must not make the usage pages fail."""
+    value = float(value or 0.0)
+    return value if math.isfinite(value) else 0.0
+
+
 def _totals(row: dict[str, Any] | None) -> dict[str, float]:
     row = row or {}
-    cpu, gpu = float(row.get("cpu_seconds") or 0.0), float(row.get("gpu_seconds") or 0.0)
+    cpu, gpu = _seconds(row.get("cpu_seconds")), _seconds(row.get("gpu_seconds"))
     return {"attempts": int(row.get("attempts") or 0), "cpu_seconds": round(cpu, 3), "gpu_seconds": round(gpu, 3),
             "cpu_hours": round(cpu / 3600, 4), "gpu_hours": round(gpu / 3600, 4)}
 

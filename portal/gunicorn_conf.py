@@ -15,13 +15,29 @@ from __future__ import annotations
 import logging
 import os
 
+from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
+
+from portal.log_filters import RedactSecrets
 
 threads = int(os.environ.get("LOCUS_WEB_THREADS", "8"))
 keepalive = 75
 worker_class = "portal.gunicorn_conf.IOTimeoutThreadWorker"
+logger_class = "portal.gunicorn_conf.RedactingLogger"
 # Longest silence tolerated inside one request or answer (between two packets, not for the whole transfer).
 IO_TIMEOUT_S = float(os.environ.get("LOCUS_WEB_IO_TIMEOUT_S", "60"))
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger with tokens and signed transfer URLs masked (portal/log_filters.py). gunicorn logs
+    through loggers of its own, outside Django's LOGGING: its access lines carry every request's path, and a
+    transfer URL's path is its credential."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, RedactSecrets) for f in log.filters):  # setup runs again on SIGHUP
+                log.addFilter(RedactSecrets())
 
 
 class _StalledClientLine(logging.Filter):

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Redoc served from the portal itself (the API docs' policy allows no CDN)
     "portal.accounts",
     "jobs",
     "portal",
@@ -73,6 +74,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.csp.ContentSecurityPolicyMiddleware",
+    # Query strings with NUL, oversized JSON bodies: refused before a view (or the database) sees them.
+    "portal.request_checks.RequestChecks",
     # Static files straight from the web process (gunicorn has no file server), right after the security
     # headers; with DEBUG, runserver's own static view still answers first.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -84,6 +88,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Usernames are compared in one normal form (NFKC + case folding): portal/accounts/usernames.py.
+AUTHENTICATION_BACKENDS = ["portal.accounts.usernames.CanonicalUsernameBackend"]
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 TEMPLATES = [
@@ -172,6 +178,9 @@ if S3_STORAGE and not 5 * 1024**2 <= LOCUS_UPLOAD_CHUNK_BYTES <= 5 * 1024**3:
 LOCUS_UPLOAD_EXPIRE_HOURS = env.int("LOCUS_UPLOAD_EXPIRE_HOURS", default=72)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
+# Stored uploads and job outputs (local storage) are readable by the portal's user only, whatever its umask.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 # --- email ------------------------------------------------------------------------------------------
 if email_url := env.str("EMAIL_URL", default=""):
@@ -196,6 +205,10 @@ LOCUS_CODE_VERSION = env.str("LOCUS_CODE_VERSION", default="")
 LOCUS_POOL_SPILLOVER_SECONDS = env.int("LOCUS_POOL_SPILLOVER_SECONDS", default=300)
 # Enrolling a worker submits a `diagnostics selftest` job pinned to it (its result shows on the workers page).
 LOCUS_SELFTEST_ON_ENROLL = env.bool("LOCUS_SELFTEST_ON_ENROLL", default=True)
+# A worker shutting down hands its job back without using one of the job's attempts; past this many
+# hand-backs of one job, a further one counts as an infrastructure failure, so no worker can claim and hand
+# back a job forever.
+LOCUS_MAX_HANDBACKS = env.int("LOCUS_MAX_HANDBACKS", default=10)
 
 # --- Celery (portal side: sends job ids, runs notify + maintenance; design §4) -------------------------
 BROKER_DIR = VAR_DIR / "broker"
@@ -247,7 +260,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "jobs.api.parsers.BoundedJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -279,6 +292,7 @@ SPECTACULAR_SETTINGS = {
     # cannot turn the docs page into an error (it used to be a 500 while rendering the HTML page).
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "jobs.models.Job.Status",
         "AttemptStatusEnum": "jobs.models.Attempt.Status",
@@ -337,5 +351,13 @@ LOGGING = {
     "filters": {"redact": {"()": "portal.log_filters.RedactSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}, "django.request": {"filters": ["redact"]}},
+    # Django's own defaults log around the filter: `django.server` (the dev server's access lines, which the
+    # embedded default and `manage.py demo` run) has no handler of ours and went to Python's last-resort
+    # handler, and with DEBUG a handler on `django` printed every django.* record a second time. Both now go
+    # through the redacting console only.
+    "loggers": {
+        "django": {"level": "INFO", "handlers": [], "propagate": True},
+        "django.server": {"level": "WARNING", "handlers": ["console"], "filters": ["redact"], "propagate": False},
+        "django.request": {"filters": ["redact"]},
+    },
 }

@@ -93,6 +93,25 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def ran_for(attempt_id, seconds: float) -> None:
+    """Backdate an attempt's start: the portal caps reported CPU/GPU time by the attempt's wall time."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.models import Attempt
+
+    Attempt.objects.filter(pk=attempt_id).update(started_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def submit_gpu_job(owner):
+    """A job that needs one GPU (8 GB) and no inputs, so that it can be credited GPU time."""
+    from jobs import services
+
+    job, _ = services.submit(owner, application="simulation", entrypoint="simulate-gpu")
+    return job
+
+
 TEST_REGISTRY = """
 diagnostics:
   "1.0":

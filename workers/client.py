@@ -1,16 +1,14 @@
 """HTTP client of the worker API (docs/worker-api.md).
 
-Every call has a timeout and retries connection errors, timeouts and 5xx with exponential backoff and full
-jitter, because a portal restart must not fail a ten-hour training run. A 4xx is never retried: it is an
-answer, not an outage. A 409 means "this attempt (or claim) is over" and is raised as its own exception so
-callers can stop work without treating it as an error.
+Every call has a timeout and goes through the shared retry policy (`workers.retry`): connection errors,
+timeouts and 5xx are retried with exponential backoff and full jitter, and a throttled 429 after its
+`Retry-After`, because a portal restart or a burst of throttling must not throw away a ten-hour training
+run's result. Any other 4xx is never retried: it is an answer, not an outage. A 409 means "this attempt (or
+claim) is over" and is raised as its own exception so callers can stop work without treating it as an error.
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,7 @@ from urllib.parse import urljoin
 import requests
 
 from workers import __version__
-
-log = logging.getLogger("locus.worker.client")
+from workers.retry import TRANSIENT_ERRORS, RetryPolicy
 
 API_PREFIX = "/api/v1/worker/"
 
@@ -47,7 +44,8 @@ class NotFound(PortalError):
 
 
 class PortalUnavailable(PortalError):
-    """Connection errors or 5xx persisted through every retry."""
+    """Connection errors, 5xx or throttling (429) persisted through every retry: try again later, the job's
+    message is kept."""
 
 
 def _error_from(response: requests.Response) -> PortalError:
@@ -66,48 +64,13 @@ def _error_from(response: requests.Response) -> PortalError:
     text += f" {code}: {message}" if code else f": {message}"
     cls = {409: Conflict, 404: NotFound}.get(response.status_code)
     if cls is None:
-        cls = PortalUnavailable if response.status_code >= 500 else PortalError
+        # Still throttled after every retry is an outage of our share, not a refusal of the job.
+        cls = PortalUnavailable if response.status_code >= 500 or response.status_code == 429 else PortalError
     return cls(text, status=response.status_code, code=code, fields=fields)
 
 
-class Backoff:
-    """Exponential backoff with full jitter: sleep uniform(0, min(cap, base·2^n)) before retry n."""
-
-    def __init__(
-        self,
-        retries: int = 6,
-        base_s: float = 0.5,
-        cap_s: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        self.retries = retries
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.sleep = sleep
-
-    def call(self, what: str, fn: Callable[[], requests.Response]) -> requests.Response:
-        """Run `fn` until it gives a non-5xx answer; raise PortalUnavailable when retries run out."""
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                response = fn()
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                last = PortalUnavailable(f"{what}: {type(exc).__name__}: {exc}")
-            else:
-                if response.status_code < 500:
-                    return response
-                last = _error_from(response)
-            if attempt == self.retries:
-                break
-            delay = random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
-            log.warning("%s failed (%s); retry %d/%d in %.1f s", what, last, attempt + 1, self.retries, delay)
-            self.sleep(delay)
-        assert last is not None
-        raise last
+# The name callers pass as `backoff=` (tests, deployments): Backoff(retries=6, base_s=0.5, cap_s=30).
+Backoff = RetryPolicy
 
 
 class WorkerClient:
@@ -120,12 +83,12 @@ class WorkerClient:
         token: str | None = None,
         *,
         timeout_s: float = 30.0,
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy | None = None,
         session: requests.Session | None = None,
     ):
         self.portal = portal.rstrip("/") + "/"
         self.timeout_s = timeout_s
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RetryPolicy()
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"locus-worker/{__version__}"
         self.token = token
@@ -160,10 +123,17 @@ class WorkerClient:
         """POST JSON with retries; returns the 2xx response or raises the matching PortalError."""
         url = self.url(path)
         headers = self._headers(fencing_token, auth)
-        response = self.backoff.call(
+        return self._call(
             f"POST {path}",
             lambda: self.session.post(url, json=body, headers=headers, timeout=timeout_s or self.timeout_s),
         )
+
+    def _call(self, what: str, fn: Callable[[], requests.Response]) -> requests.Response:
+        """One call under the retry policy; the 2xx/3xx answer, or the matching PortalError."""
+        try:
+            response = self.backoff.call(fn, what)
+        except TRANSIENT_ERRORS as exc:  # the policy's retries ran out on a transport error
+            raise PortalUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:
             raise _error_from(response)
         return response
@@ -228,9 +198,7 @@ class WorkerClient:
             result.update(size=size, sha256=digest.hexdigest())
             return response
 
-        response = self.backoff.call(f"GET {dest.name}", fetch)
-        if response.status_code >= 400:
-            raise _error_from(response)
+        self._call(f"GET {dest.name}", fetch)
         return result["size"], result["sha256"]
 
     def upload(self, target: dict[str, Any], path: Path) -> None:
@@ -245,6 +213,4 @@ class WorkerClient:
             with open(path, "rb") as fh:  # reopened per retry so each try sends every byte
                 return self.session.request(method, url, data=fh, headers=headers, timeout=self.timeout_s)
 
-        response = self.backoff.call(f"{method} {path.name}", send)
-        if response.status_code >= 400:
-            raise _error_from(response)
+        self._call(f"{method} {path.name}", send)

@@ -33,6 +33,7 @@ from workers.client import Conflict, PortalError, WorkerClient
 log = logging.getLogger("locus.worker.runner")
 
 LOG_CHUNK_CHARS = 256 * 1024
+MAX_PROGRESS_BYTES = 64 * 1024  # the portal's limit on one progress document (jobs/api/worker_contract.py)
 SECRET_ENV = ("CELERY_BROKER_URL", "LOCUS_WORKER_CONFIG")
 
 
@@ -454,7 +455,9 @@ class AttemptRun:
         with stream:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", errors="replace")
-                if is_stdout and line.lstrip().startswith("{"):
+                # A progress document over the portal's limit would have every heartbeat refused (and the
+                # lease lost): such a line stays in the log only.
+                if is_stdout and line.lstrip().startswith("{") and len(raw) <= MAX_PROGRESS_BYTES:
                     with contextlib.suppress(ValueError):
                         obj = json.loads(line)
                         if isinstance(obj, dict) and "progress" in obj:

@@ -13,6 +13,7 @@ from rest_framework.relations import PKOnlyObject
 from rest_framework.settings import api_settings
 
 from jobs import services
+from jobs.capabilities import normalise
 from jobs.models import Attempt, Dataset, File, Job, JobEvent, Worker
 
 
@@ -178,6 +179,7 @@ class WorkerSerializer(serializers.ModelSerializer):
     """A worker with what its managers need to see: online state, GPUs, current job, GPU-hours served and the
     selftest verdict (`services.worker_facts`; list views pass them precomputed in the context)."""
 
+    capabilities = serializers.SerializerMethodField()
     online = serializers.SerializerMethodField()
     institution = serializers.CharField(source="institution.slug", default=None, read_only=True)
     gpus = serializers.SerializerMethodField()
@@ -197,6 +199,10 @@ class WorkerSerializer(serializers.ModelSerializer):
         if worker.pk not in facts:
             facts.update(services.worker_facts([worker]))
         return facts[worker.pk]
+
+    @extend_schema_field({"type": "object"})
+    def get_capabilities(self, worker: Worker) -> dict:
+        return normalise(worker.capabilities)
 
     def get_online(self, worker: Worker) -> bool:
         return self._facts(worker)["online"]

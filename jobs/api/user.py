@@ -14,11 +14,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, pagination, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import services, states, storage
+from jobs.api.parsers import BoundedJSONParser as JSONParser
 from jobs.api.serializers import (
     JOB_LIST,
     DatasetSerializer,

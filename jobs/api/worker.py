@@ -13,63 +13,23 @@ from django.http import FileResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
-from rest_framework import authentication, exceptions, permissions, serializers, status
+from rest_framework import authentication, exceptions, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import services, states, storage
+from jobs.api.parsers import WorkerJSONParser
+from jobs.api.worker_contract import (
+    AttemptHeartbeatRequest,
+    ClaimNextRequest,
+    CompleteRequest,
+    EnrollRequest,
+    HeartbeatRequest,
+    LogRequest,
+    OutputRequest,
+    validated,
+)
 from jobs.models import Attempt, Worker, WorkerToken, hash_token
-
-
-# Request bodies as documented in docs/worker-api.md. The views read request.data leniently (a worker of an
-# older version may send more or less); these serializers describe the contract in the OpenAPI schema,
-# which the schemathesis suite fuzzes.
-class EnrollRequest(serializers.Serializer):
-    enrollment_token = serializers.CharField()
-    name = serializers.CharField(max_length=200, required=False)
-    capabilities = serializers.DictField(required=False)
-
-
-class HeartbeatRequest(serializers.Serializer):
-    capabilities = serializers.DictField(required=False)
-
-
-class ClaimNextRequest(serializers.Serializer):
-    wait_s = serializers.FloatField(min_value=0, max_value=30, required=False)
-
-
-class AttemptHeartbeatRequest(serializers.Serializer):
-    progress = serializers.DictField(required=False, allow_null=True)
-
-
-class LogRequest(serializers.Serializer):
-    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
-
-
-class OutputRequest(serializers.Serializer):
-    name = serializers.CharField()
-    size = serializers.IntegerField(min_value=0)
-    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$")
-
-
-class ReportedOutput(serializers.Serializer):
-    name = serializers.CharField()
-    key = serializers.CharField()
-    size = serializers.IntegerField(min_value=0)
-    sha256 = serializers.CharField()
-
-
-class CompleteRequest(serializers.Serializer):
-    exit_code = serializers.IntegerField(allow_null=True, help_text="null when the process never ran (then "
-                                         "failure_class says why)")
-    failure_class = serializers.ChoiceField(choices=["input", "algorithm", "infrastructure"], allow_null=True,
-                                            required=False)
-    reason = serializers.CharField(required=False, allow_blank=True)
-    outputs = ReportedOutput(many=True, required=False)
-    cpu_seconds = serializers.FloatField(required=False)
-    gpu_seconds = serializers.FloatField(required=False)
-    handback = serializers.BooleanField(required=False, help_text="the worker is shutting down: requeue the job "
-                                        "without using one of its max_attempts")
 
 
 class WorkerTokenAuthentication(authentication.TokenAuthentication):
@@ -91,6 +51,7 @@ class IsWorker(permissions.BasePermission):
 class WorkerView(APIView):
     authentication_classes = [WorkerTokenAuthentication]
     permission_classes = [IsWorker]
+    parser_classes = [WorkerJSONParser]
 
     def attempt(self, request, attempt_id) -> Attempt:
         """The attempt named in the URL, if it is this worker's; its fencing token is checked by the state."""
@@ -113,14 +74,13 @@ class WorkerView(APIView):
 class EnrollView(APIView):
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
+    parser_classes = [WorkerJSONParser]
 
     @extend_schema(request=EnrollRequest, responses={201: {"type": "object"}})
     def post(self, request):
-        data = request.data if isinstance(request.data, dict) else {}
-        caps = data.get("capabilities") or {}
-        if not isinstance(caps, dict):
-            raise services.InvalidInput({"capabilities": "must be an object"})
-        worker, token = services.enroll(str(data.get("enrollment_token") or ""), str(data.get("name") or ""), caps)
+        data = validated(EnrollRequest, request.data)
+        worker, token = services.enroll(data["enrollment_token"], data.get("name", ""),
+                                        data.get("capabilities") or {})
         return Response({"worker_id": str(worker.pk), "token": token, "queues": services.worker_queues(worker)},
                         status=status.HTTP_201_CREATED)
 
@@ -128,8 +88,8 @@ class EnrollView(APIView):
 class HeartbeatView(WorkerView):
     @extend_schema(request=HeartbeatRequest, responses={200: {"type": "object"}})
     def post(self, request):
-        caps = request.data.get("capabilities") if isinstance(request.data, dict) else None
-        worker = services.worker_heartbeat(request.user, caps)
+        data = validated(HeartbeatRequest, request.data)
+        worker = services.worker_heartbeat(request.user, data.get("capabilities"))
         return Response({"worker_id": str(worker.pk), "queues": services.worker_queues(worker),
                          "server_time": timezone.now().isoformat()})
 
@@ -144,11 +104,8 @@ class ClaimView(WorkerView):
 class ClaimNextView(WorkerView):
     @extend_schema(request=ClaimNextRequest, responses={200: {"type": "object"}})
     def post(self, request):
-        try:
-            wait_s = float((request.data or {}).get("wait_s", 0))
-        except (TypeError, ValueError, AttributeError):
-            raise services.InvalidInput({"wait_s": "a number of seconds (0 to 30)"}) from None
-        attempt = services.claim_next(request.user, wait_s)
+        data = validated(ClaimNextRequest, request.data or {})
+        attempt = services.claim_next(request.user, data["wait_s"])
         if attempt is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(services.claim_payload(attempt))
@@ -158,9 +115,8 @@ class AttemptHeartbeatView(WorkerView):
     @extend_schema(request=AttemptHeartbeatRequest, responses={200: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = self.attempt(request, attempt_id)
-        progress = request.data.get("progress") if isinstance(request.data, dict) else None
-        directive, attempt = states.heartbeat(attempt.pk, self.fencing(request),
-                                              progress if isinstance(progress, dict) else None)
+        data = validated(AttemptHeartbeatRequest, request.data or {})
+        directive, attempt = states.heartbeat(attempt.pk, self.fencing(request), data.get("progress"))
         services.worker_heartbeat(request.user, None)
         return Response({"directive": directive, "lease_expires_at": attempt.lease_expires_at.isoformat(),
                          "lease_s": settings.LOCUS_LEASE_SECONDS})
@@ -170,19 +126,16 @@ class AttemptLogView(WorkerView):
     @extend_schema(request=LogRequest, responses={200: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = states.check_fencing(self.attempt(request, attempt_id).pk, self.fencing(request))
-        text = request.data.get("text") if isinstance(request.data, dict) else None
-        if not isinstance(text, str):
-            raise services.InvalidInput({"text": "a string is required"})
-        return Response({"offset": services.append_log(attempt, text)})
+        data = validated(LogRequest, request.data)
+        return Response({"offset": services.append_log(attempt, data["text"])})
 
 
 class AttemptOutputView(WorkerView):
     @extend_schema(request=OutputRequest, responses={201: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = states.check_fencing(self.attempt(request, attempt_id).pk, self.fencing(request))
-        data = request.data if isinstance(request.data, dict) else {}
-        target = services.output_upload_target(attempt, str(data.get("name") or ""), data.get("size"),
-                                               str(data.get("sha256") or ""))
+        data = validated(OutputRequest, request.data)
+        target = services.output_upload_target(attempt, data["name"], data["size"], data["sha256"])
         return Response(target, status=status.HTTP_201_CREATED)
 
 
@@ -190,7 +143,7 @@ class AttemptCompleteView(WorkerView):
     @extend_schema(request=CompleteRequest, responses={200: {"type": "object"}})
     def post(self, request, attempt_id):
         attempt = states.check_fencing(self.attempt(request, attempt_id).pk, self.fencing(request))
-        data = request.data if isinstance(request.data, dict) else {}
+        data = validated(CompleteRequest, request.data)
         job = services.complete(attempt, self.fencing(request), data)
         return Response({"job_status": job.status})
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from jobs.models import Institution, Job
+from jobs.selftest import SYSTEM_USERNAME
+from portal.accounts.usernames import canonical, find_user
 
 
 class SignUpForm(forms.Form):
@@ -26,8 +30,8 @@ class SignUpForm(forms.Form):
     password2 = forms.CharField(label="Password again", strip=False, widget=forms.PasswordInput)
 
     def clean_username(self):
-        name = self.cleaned_data["username"]
-        if get_user_model().objects.filter(username__iexact=name).exists():
+        name = unicodedata.normalize("NFKC", self.cleaned_data["username"])  # as Django stores it
+        if find_user(name) is not None or canonical(name) == canonical(SYSTEM_USERNAME):
             raise ValidationError("This username is taken.")
         return name
 
@@ -61,7 +65,7 @@ class LoginForm(AuthenticationForm):
             return super().clean()
         except ValidationError:
             username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
-            user = get_user_model().objects.filter(username=username).first() if username else None
+            user = find_user(username)
             if user is not None and not user.is_active and password and user.check_password(password):
                 profile = getattr(user, "profile", None)
                 if profile is not None and profile.is_pending:

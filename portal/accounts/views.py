@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 
+from portal.accounts.usernames import canonical
 from portal.cache import UNAVAILABLE, counters_unavailable
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def client_address(request) -> str:
 
 
 def _keys(request, username: str) -> list[str]:
-    name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    name = hashlib.sha256(canonical(username.strip()).encode()).hexdigest()[:32]
     ip = client_address(request)
     return [f"locus:login-fail:user:{name}", f"locus:login-fail:ip:{ip}"]
 

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
+from django.db import IntegrityError
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -45,9 +46,13 @@ def signup(request):
             form.add_error(None, "Too many sign-ups from your network in the last hour; try again later.")
             return render(request, "portal/accounts/signup.html", {"form": form}, status=429)
         data = form.cleaned_data
-        user = services.sign_up(username=data["username"], email=data["email"], password=data["password1"],
-                                institution=data["institution"], note=data["note"],
-                                first_name=data["first_name"], last_name=data["last_name"])
+        try:
+            user = services.sign_up(username=data["username"], email=data["email"], password=data["password1"],
+                                    institution=data["institution"], note=data["note"],
+                                    first_name=data["first_name"], last_name=data["last_name"])
+        except IntegrityError:  # the same name, signed up for by someone else since the form was checked
+            form.add_error("username", "This username is taken.")
+            return render(request, "portal/accounts/signup.html", {"form": form}, status=400)
         return render(request, "portal/accounts/signup_done.html", {"new_user": user,
                                                                     "institution": data["institution"]})
     return render(request, "portal/accounts/signup.html", {"form": form}, status=400 if form.errors else 200)

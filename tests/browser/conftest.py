@@ -61,8 +61,20 @@ def browser():
         browser.close()
 
 
+# Chromium tells a page what its Content-Security-Policy refused through this event (and the console).
+REPORT_CSP_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (e) => window.__locusCspViolation(
+  `${e.effectiveDirective} refused ${e.blockedURI || "inline"} at ${e.sourceFile || document.URL}:${e.lineNumber}`));"""
+
+
 @pytest.fixture
-def new_page(browser, portal):  # noqa: F811 - the imported fixture, requested by name
+def csp_violations() -> list[str]:
+    """What the portal's Content-Security-Policy refused in any page of the test; new_page fails the test
+    if anything was (every browser test is a check that the pages work under the policy)."""
+    return []
+
+
+@pytest.fixture
+def new_page(browser, portal, csp_violations):  # noqa: F811 - the imported fixture, requested by name
     """Pages in fresh browser contexts (one per user: cookies are not shared), closed after the test."""
     contexts = []
 
@@ -70,12 +82,18 @@ def new_page(browser, portal):  # noqa: F811 - the imported fixture, requested b
         context = browser.new_context(base_url=portal, viewport={"width": 1280, "height": 860},
                                       accept_downloads=True)
         context.set_default_timeout(30_000)
+        context.expose_binding("__locusCspViolation", lambda source, text: csp_violations.append(text))
+        context.add_init_script(REPORT_CSP_VIOLATIONS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on("console", lambda message: "Content Security Policy" in message.text
+                and csp_violations.append(message.text))
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert csp_violations == [], f"the Content-Security-Policy refused: {csp_violations}"
 
 
 @pytest.fixture

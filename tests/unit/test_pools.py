@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from jobs import services, tasks
 from jobs.models import Attempt, EnrollmentToken, Institution, Job, JobEvent, Membership, Worker
-from tests.conftest import CPU_CAPS, GPU16_CAPS, _enrolled_worker, _make_user
+from tests.conftest import CPU_CAPS, GPU16_CAPS, _enrolled_worker, _make_user, ran_for, submit_gpu_job
 
 pytestmark = pytest.mark.django_db
 
@@ -231,6 +231,7 @@ def test_revoking_cancels_the_workers_queued_selftest(staff):
 
 def run_attempt(client, job: Job, cpu_s: float, gpu_s: float, exit_code: int = 0):
     body = client.post(f"/api/v1/worker/jobs/{job.pk}/claim").json()
+    ran_for(body["attempt_id"], 4 * 3600)  # long enough for the times reported
     done = client.post(f"/api/v1/worker/attempts/{body['attempt_id']}/complete",
                        {"exit_code": exit_code, "failure_class": "infrastructure" if exit_code else None,
                         "cpu_seconds": cpu_s, "gpu_seconds": gpu_s},
@@ -241,10 +242,10 @@ def run_attempt(client, job: Job, cpu_s: float, gpu_s: float, exit_code: int = 0
 def test_usage_is_summed_per_user_institution_worker_and_owner(user, other_user, staff, lab, worker):
     carol = _make_user("carol")
     Membership.objects.create(user=carol, institution=lab, is_admin=True)
-    donor = pool_worker("lab-pc", CPU_CAPS)
+    donor = pool_worker("lab-pc", GPU16_CAPS)
     Worker.objects.filter(pk=donor.worker.pk).update(owner=carol, institution=lab)
     Worker.objects.filter(pk=worker.worker.pk).update(owner=staff)
-    retried = submit(user)
+    retried = submit_gpu_job(user)
     run_attempt(donor, retried, 10.0, 3600.0, exit_code=1)  # infrastructure failure: retried
     run_attempt(donor, retried, 5.0, 1800.0)  # every attempt that ran counts
     run_attempt(worker, submit(other_user), 2.5, 0.0)

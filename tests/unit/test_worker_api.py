@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from jobs import services, states
 from jobs.models import Attempt, EnrollmentToken, File, Job
-from tests.conftest import GPU16_CAPS, _enrolled_worker, sha256
+from tests.conftest import GPU16_CAPS, _enrolled_worker, ran_for, sha256
 
 pytestmark = pytest.mark.django_db
 
@@ -63,6 +63,7 @@ def test_full_attempt_succeeds_with_verified_outputs_and_one_email(api, worker, 
     assert Job.objects.get(pk=job_id).progress == 0.5
     call(worker, body, "log", {"text": "hello\n"})
     out = put_output(body, worker, "report.json", b'{"ok": true}')
+    ran_for(body["attempt_id"], 10)
     with django_capture_on_commit_callbacks(execute=True):
         done = call(worker, body, "complete", {"exit_code": 0, "failure_class": None, "outputs": [out],
                                                "cpu_seconds": 1.5})

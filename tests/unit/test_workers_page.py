@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from jobs import services
 from jobs.models import EnrollmentToken, Institution, Job, Membership, Worker
-from tests.conftest import GPU16_CAPS, _enrolled_worker, _make_user
+from tests.conftest import GPU16_CAPS, _enrolled_worker, _make_user, ran_for, submit_gpu_job
 
 pytestmark = pytest.mark.django_db
 
@@ -61,8 +61,9 @@ def test_an_institution_admin_sees_its_workers_only(lab, lab_admin, worker):
 
 def test_the_page_shows_state_current_job_gpu_hours_and_selftest(user, staff, lab):
     gpu = lab_gpu_worker(lab)
-    job, _ = services.submit(user, application="diagnostics", entrypoint="selftest")
+    job = submit_gpu_job(user)
     body = gpu.post(f"/api/v1/worker/jobs/{job.pk}/claim").json()
+    ran_for(body["attempt_id"], 3 * 3600)
     gpu.post(f"/api/v1/worker/attempts/{body['attempt_id']}/complete",
              {"exit_code": 0, "cpu_seconds": 12.0, "gpu_seconds": 5400.0}, format="json",
              HTTP_X_FENCING_TOKEN=body["fencing_token"])
@@ -133,8 +134,9 @@ def test_the_usage_page_shows_used_and_donated_hours(user, lab, lab_admin):
     Membership.objects.create(user=user, institution=lab)
     gpu = lab_gpu_worker(lab)
     Worker.objects.filter(pk=gpu.worker.pk).update(owner=lab_admin)
-    job, _ = services.submit(user, application="diagnostics", entrypoint="selftest")
+    job = submit_gpu_job(user)
     body = gpu.post(f"/api/v1/worker/jobs/{job.pk}/claim").json()
+    ran_for(body["attempt_id"], 3 * 3600)
     gpu.post(f"/api/v1/worker/attempts/{body['attempt_id']}/complete",
              {"exit_code": 0, "cpu_seconds": 36.0, "gpu_seconds": 7200.0}, format="json",
              HTTP_X_FENCING_TOKEN=body["fencing_token"])

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs import services
 from jobs.models import EnrollmentToken, Job
+from portal.log_filters import redact
 
 DEMO_USER, DEMO_PASSWORD = "demo", "locus-demo"
 ROOT = Path(settings.BASE_DIR)
@@ -44,6 +46,7 @@ class Command(BaseCommand):
         if _port_busy(port):
             raise CommandError(f"port {port} is already in use; pass --port N")
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.relays: list[threading.Thread] = []
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             call_command("migrate", interactive=False, verbosity=0)
@@ -102,8 +105,15 @@ class Command(BaseCommand):
         return env
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+        # The children's output reaches the terminal through `redact`: whatever a child prints (a dev-server
+        # access line, a traceback naming a transfer URL) shows no token.
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.procs.append((name, proc))
+        for source, sink in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
+            relay = threading.Thread(target=_relay, args=(source, sink), name=f"demo-{name}-output", daemon=True)
+            relay.start()
+            self.relays.append(relay)
 
     def wait_for_portal(self, url: str, seconds: float = 60) -> None:
         deadline = time.monotonic() + seconds
@@ -154,6 +164,20 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name} did not stop in time; killing it")
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for relay in self.relays:  # the children's last lines, before the interpreter ends the relays
+            relay.join(timeout=5)
+
+
+def _relay(source, sink) -> None:
+    """Copy a child's output line by line, redacted, until it closes (the child ended)."""
+    try:
+        for line in iter(source.readline, b""):
+            sink.write(redact(line.decode("utf-8", errors="replace")))
+            sink.flush()
+    except (OSError, ValueError):  # our own output closed (the demo is exiting): nothing left to show it on
+        pass
+    finally:
+        source.close()
 
 
 def _ignore_stop_signals() -> None:

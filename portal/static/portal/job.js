@@ -129,8 +129,10 @@
     const div = document.createElement("div");
     div.className = "plot";
     div.dataset.plot = title;
-    div.innerHTML = `<h4>${Locus.esc(title)}</h4>${svg}<div class="legend">${lines.map(([name], i) =>
-      `<span><i style="background:${COLORS[i % COLORS.length]}"></i>${Locus.esc(name)}</span>`).join("")}</div>`;
+    div.innerHTML = `<h4>${Locus.esc(title)}</h4>${svg}<div class="legend">${lines.map(([name]) =>
+      `<span><i></i>${Locus.esc(name)}</span>`).join("")}</div>`;
+    // Colours through the CSSOM: the Content-Security-Policy refuses inline style attributes.
+    div.querySelectorAll(".legend i").forEach((swatch, i) => { swatch.style.background = COLORS[i % COLORS.length]; });
     return div;
   }
 

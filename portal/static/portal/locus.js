@@ -1,4 +1,5 @@
-/* Shared helpers of the portal's pages: CSRF token, JSON fetch, byte formatting, polling. */
+/* Shared helpers of the portal's pages: CSRF token, JSON fetch, byte formatting, polling, and the behaviour
+   that markup asks for through data attributes (below). */
 (function () {
   "use strict";
   const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
@@ -43,6 +44,30 @@
   function esc(s) {
     return String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
   }
+
+  /* The page's Content-Security-Policy (portal/csp.py) allows no inline script, handler attribute or style
+     attribute, so markup states what it needs in data attributes and this sets it up:
+       data-pct="42"           a progress bar's width, also in markup inserted later (polled sections, rows);
+       data-autosubmit         a <select> that submits its form when changed;
+       data-confirm="Sure?"    a <form> that asks before it submits. */
+  function sizeBars(root) {
+    if (root.matches && root.matches("[data-pct]")) root.style.width = root.dataset.pct + "%";
+    if (root.querySelectorAll) for (const el of root.querySelectorAll("[data-pct]")) el.style.width = el.dataset.pct + "%";
+  }
+  document.addEventListener("DOMContentLoaded", () => {
+    sizeBars(document);
+    new MutationObserver((changes) => {
+      for (const change of changes) for (const node of change.addedNodes) sizeBars(node);
+    }).observe(document.body, { childList: true, subtree: true });
+  });
+  document.addEventListener("change", (event) => {
+    const el = event.target;
+    if (el.matches && el.matches("select[data-autosubmit]") && el.form) el.form.submit();
+  });
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
 
   window.Locus = { csrf, fetchJSON, bytes, poll, esc };
 })();

@@ -13,7 +13,7 @@
     const li = document.createElement("li");
     li.dataset.name = file.name;
     li.innerHTML = `<div class="top"><strong class="name"></strong><span class="state">waiting</span></div>
-      <div class="progress-row" style="margin-top:.35rem"><div class="bar big" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"><span style="width:0%"></span></div>
+      <div class="progress-row mt-s"><div class="bar big" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="0"><span></span></div>
       <span class="bar-label pct">0 %</span></div><div class="sha"></div>`;
     li.querySelector(".name").textContent = file.name;
     list.appendChild(li);

@@ -1,0 +1,34 @@
+"""Worker capabilities as stored: read them through `normalise`, which never raises.
+
+New capabilities are checked by the worker API's contract (jobs.api.worker_contract) before they are stored;
+rows written before that check (a memory given as a string, a GPU that is not an object) are mended by
+migration 0007 with this same function, and every reader goes through it too, so one bad row can never make
+submissions, sweeps or the workers page fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from algorithms.registry import number
+
+TEXT_FIELDS = {"hostname": 200, "platform": 500, "python": 50, "code_version": 100, "agent_version": 50}
+
+
+def _text(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def normalise(raw: Any) -> dict[str, Any]:
+    """`raw` in the contract's shape: numbers finite and non-negative, strings capped, GPUs as objects."""
+    raw = raw if isinstance(raw, dict) else {}
+    gpus = raw.get("gpus") if isinstance(raw.get("gpus"), list) else []
+    caps: dict[str, Any] = {
+        "cpu_count": int(min(number(raw.get("cpu_count")), 65536)),
+        "memory_gb": min(number(raw.get("memory_gb")), 1e6),
+        "gpus": [{"name": _text(g.get("name"), 200), "memory_gb": min(number(g.get("memory_gb")), 1e6),
+                  "compute_capability": _text(g.get("compute_capability"), 32) or None}
+                 for g in gpus[:64] if isinstance(g, dict)],
+    }
+    caps.update({key: _text(raw.get(key), limit) for key, limit in TEXT_FIELDS.items() if key in raw})
+    return caps
