@@ -235,6 +235,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Keep LOGGING's handlers (they mask tokens and transfer URLs); Celery would replace the root logger's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in [*LOCUS_JOB_QUEUES, "notify", "maintenance"]]
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"

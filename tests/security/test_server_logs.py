@@ -112,3 +112,21 @@ def test_the_demo_relays_its_childrens_output_masked():
     text = sink.getvalue()
     _assert_masked(text)
     assert API_TOKEN not in text and text.count("\n") == 2
+
+
+_CELERY_LOGS = """
+import logging, django
+django.setup()
+from portal.celery import app
+app.log.setup(loglevel="INFO")  # what `celery -A portal worker` does at start
+logging.getLogger("celery.worker").error("GET /api/v1/worker/transfer/%s failed", TOKEN)
+"""
+
+
+def test_the_portals_celery_worker_keeps_the_redacting_handler():
+    """Celery replaces the root logger's handlers unless told not to; the portal's worker must keep ours."""
+    out = subprocess.run([sys.executable, "-c", f"TOKEN = {TRANSFER_TOKEN!r}\n" + _CELERY_LOGS], cwd=ROOT,
+                         env={**clean_env(), "DJANGO_SETTINGS_MODULE": "portal.settings_test"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    _assert_masked(out.stdout + out.stderr)
