@@ -25,10 +25,13 @@ _VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _ENTRY_KEYS = {
     "summary", "description", "command", "inputs", "params", "outputs", "hardware", "timeout_s", "max_attempts",
-    "retry_on_algorithm_failure",
+    "retry_on_algorithm_failure", "cpu_route",
 }
 _REQUIRED_KEYS = {"summary", "command", "inputs", "params", "outputs", "hardware", "timeout_s", "max_attempts"}
 _HARDWARE_KEYS = {"gpu", "gpu_memory_gb", "cpu", "memory_gb"}
+_CPU_ROUTE_KEYS = {"cpu", "memory_gb", "timeout_s", "slowdown"}
+_CPU_ROUTE_REQUIRED = {"cpu", "memory_gb", "timeout_s"}
+DEVICE_PARAM = "device"  # the params field whose value "cpu" chooses an entrypoint's CPU route
 
 
 class RegistryError(ValueError):
@@ -69,6 +72,25 @@ class InputSlot:
 
 
 @dataclass(frozen=True)
+class CpuRoute:
+    """A GPU entrypoint that can also run on a CPU: the hardware and time limit it gets there.
+
+    `slowdown` (optional) is how many times longer the same job takes on that CPU than on a GPU, as measured
+    (the registry comment says where); the portal shows it, and never guesses one."""
+
+    hardware: dict[str, int]
+    timeout_s: int
+    slowdown: float | None = None
+
+    def describe(self) -> str:
+        """For the form and the waiting reason, e.g. 'about 30× slower than on a GPU, time limit 24 h'."""
+        hours = self.timeout_s / 3600
+        limit = f"{hours:g} h" if hours >= 1 else f"{self.timeout_s} s"
+        slower = f"about {self.slowdown:g}× slower than on a GPU, " if self.slowdown else ""
+        return f"{slower}time limit {limit}"
+
+
+@dataclass(frozen=True)
 class Entrypoint:
     application: str
     version: str
@@ -83,6 +105,13 @@ class Entrypoint:
     timeout_s: int
     max_attempts: int
     retry_on_algorithm_failure: bool = False
+    cpu_route: CpuRoute | None = None  # it can also run on a CPU, with this hardware and time limit
+    # A pipeline (application `pipeline`, algorithms/pipelines.py): its steps in order; empty for a program.
+    steps: tuple[Any, ...] = ()
+
+    @property
+    def is_pipeline(self) -> bool:
+        return bool(self.steps)
 
     @property
     def key(self) -> str:
@@ -101,6 +130,14 @@ class Entrypoint:
     def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Validate `params` against the schema and return a copy with defaults filled in."""
         return resolve_params(self.params_schema, params or {}, validator=self.params_validator)
+
+    def runs_on_cpu(self, resolved: dict[str, Any], auto_to_cpu: bool = False) -> bool:
+        """Whether a job with these resolved params takes the CPU route: the user chose Device = cpu, or left
+        it automatic (null) while the deployment sends automatic jobs to the CPU (`auto_to_cpu`)."""
+        if self.cpu_route is None:
+            return False
+        device = resolved.get(DEVICE_PARAM)
+        return device == "cpu" or (device is None and auto_to_cpu)
 
 
 @dataclass
@@ -128,7 +165,9 @@ class Registry:
 
     @property
     def longest_timeout_s(self) -> int:
-        return max((e.timeout_s for e in self.entrypoints()), default=0)
+        # A CPU route's limit counts too: the broker's visibility timeout must outlast every running job.
+        return max((max(e.timeout_s, e.cpu_route.timeout_s if e.cpu_route else 0) for e in self.entrypoints()),
+                   default=0)
 
 
 def queue_for(hardware: dict[str, int]) -> str:
@@ -248,6 +287,8 @@ class _Loader:
         command = spec["command"]
         if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
             raise self.fail([*keys, "command"], "must be a non-empty list of strings")
+        params = self._params([*keys, "params"], spec["params"])
+        hardware = self._hardware([*keys, "hardware"], spec["hardware"])
         return Entrypoint(
             application=app,
             version=version,
@@ -256,13 +297,47 @@ class _Loader:
             description=str(spec.get("description", "")).strip(),
             command=tuple(command),
             inputs=self._inputs([*keys, "inputs"], spec["inputs"]),
-            params_schema=self._params([*keys, "params"], spec["params"]),
+            params_schema=params,
             outputs=tuple(self._outputs([*keys, "outputs"], spec["outputs"])),
-            hardware=self._hardware([*keys, "hardware"], spec["hardware"]),
+            hardware=hardware,
             timeout_s=self._positive_int([*keys, "timeout_s"], spec["timeout_s"]),
             max_attempts=self._positive_int([*keys, "max_attempts"], spec["max_attempts"]),
             retry_on_algorithm_failure=bool(spec.get("retry_on_algorithm_failure", False)),
+            cpu_route=(self._cpu_route([*keys, "cpu_route"], spec["cpu_route"], hardware, params)
+                       if "cpu_route" in spec else None),
         )
+
+    def _cpu_route(self, keys: list[str], value: Any, hardware: dict[str, int],
+                   params: dict[str, Any]) -> CpuRoute:
+        """`cpu_route: {cpu, memory_gb, timeout_s, slowdown?}` on a GPU entrypoint whose params have a `device`
+        field that accepts "cpu" (the user's choice is what routes a job there)."""
+        if not isinstance(value, dict):
+            raise self.fail(keys, "must be {cpu: N, memory_gb: N, timeout_s: N, slowdown: N (optional)}")
+        unknown = set(value) - _CPU_ROUTE_KEYS
+        if unknown:
+            raise self.fail([*keys, sorted(unknown)[0]],
+                            f"unknown key (allowed: {', '.join(sorted(_CPU_ROUTE_KEYS))})")
+        missing = _CPU_ROUTE_REQUIRED - set(value)
+        if missing:
+            raise self.fail(keys, f"missing key {sorted(missing)[0]!r}")
+        for k in ("cpu", "memory_gb"):
+            v = value[k]
+            if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+                raise self.fail([*keys, k], "must be a number ≥ 0")
+        slowdown = value.get("slowdown")
+        if slowdown is not None and (not isinstance(slowdown, int | float) or isinstance(slowdown, bool)
+                                     or not math.isfinite(slowdown) or slowdown < 1):
+            raise self.fail([*keys, "slowdown"], "must be a number ≥ 1 (times longer than on a GPU)")
+        timeout_s = self._positive_int([*keys, "timeout_s"], value["timeout_s"])
+        if not hardware["gpu"]:
+            raise self.fail(keys, "only an entrypoint that asks for a GPU (hardware.gpu ≥ 1) has a CPU route")
+        device = params.get("properties", {}).get(DEVICE_PARAM)
+        if not isinstance(device, dict) or ("enum" in device and "cpu" not in device["enum"]):
+            raise self.fail(keys, f"needs a params field {DEVICE_PARAM!r} that accepts \"cpu\" "
+                                  "(the user's choice routes the job)")
+        route_hardware = {"gpu": 0, "gpu_memory_gb": 0, "cpu": value["cpu"], "memory_gb": value["memory_gb"]}
+        return CpuRoute(hardware=route_hardware, timeout_s=timeout_s,
+                        slowdown=float(slowdown) if slowdown is not None else None)
 
     def _text(self, keys: list[str], value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -383,5 +458,15 @@ def _fill_defaults(schema: dict[str, Any], value: Any) -> Any:
 
 
 def load(path: str | Path | None = None) -> Registry:
-    """Parse and validate a registry file (the packaged one by default)."""
-    return _Loader(Path(path) if path else DEFAULT_PATH).load()
+    """Parse and validate a registry file (the packaged one by default), with the pipelines declared in
+    `pipelines.yaml` beside it (algorithms/pipelines.py) as application `pipeline`."""
+    from algorithms import pipelines
+
+    registry = _Loader(Path(path) if path else DEFAULT_PATH).load()
+    if pipelines.APPLICATION in registry.applications:
+        raise RegistryError(f"{registry.path}: {pipelines.APPLICATION}: the name is reserved for pipelines")
+    entries = pipelines.load(registry.path.with_name("pipelines.yaml"), registry)
+    if entries:
+        registry.applications[pipelines.APPLICATION] = {pipelines.VERSION: entries}
+        registry.default_versions[pipelines.APPLICATION] = pipelines.VERSION
+    return registry

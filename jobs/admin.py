@@ -53,12 +53,10 @@ class JobAdmin(admin.ModelAdmin):
     def requeue_jobs(self, request, queryset):
         done, failed = 0, []
         for job in queryset:
-            inputs: dict[str, list[str]] = {}
-            for item in job.spec.get("inputs", []):
-                inputs.setdefault(item["slot"], []).append(item["file"])
             try:
                 new, _ = services.submit(job.owner, application=job.application, version=job.version,
-                                         entrypoint=job.entrypoint, params=job.params, inputs=inputs,
+                                         entrypoint=job.entrypoint, params=job.params,
+                                         inputs=services.picked_inputs(job.spec),
                                          notify=job.notify)
             except (services.InvalidInput, services.QuotaExceeded) as exc:
                 failed.append(f"{job.pk}: {exc}")

@@ -213,6 +213,11 @@ class Locus:
     def cancel(self, job_id: str) -> dict:
         return self.request("POST", f"jobs/{job_id}/cancel/")
 
+    def rerun(self, pipeline_id: str, from_step: str) -> dict:
+        """A pipeline again from one of its steps; the succeeded steps before it are reused. Not retried: a
+        lost answer could mean a second pipeline."""
+        return self.request("POST", f"jobs/{pipeline_id}/rerun/", json={"from_step": from_step}, retry=False)
+
     def logs(self, job_id: str, offset: int = 0) -> dict:
         """`{text, next_offset, complete}` from byte `offset`."""
         return self.request("GET", f"jobs/{job_id}/logs/", params={"offset": offset})

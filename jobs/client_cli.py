@@ -136,6 +136,12 @@ def cmd_logs(locus: Locus, args) -> int:
     return 0
 
 
+def cmd_rerun(locus: Locus, args) -> int:
+    job = locus.rerun(args.job, args.from_step)
+    print(job["id"])
+    return 0
+
+
 def cmd_cancel(locus: Locus, args) -> int:
     print(locus.cancel(args.job)["status"])
     return 0
@@ -192,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("-q", "--quiet", action="store_true")
     for name, text in (("status", "the job as JSON"), ("logs", "the whole log"), ("cancel", "stop the job")):
         sub.add_parser(name, help=text).add_argument("job")
+    rerun = sub.add_parser("rerun", help="run a pipeline again from one of its steps (earlier steps reused)")
+    rerun.add_argument("job")
+    rerun.add_argument("--from-step", required=True, help="the step to run again, with every step after it")
     download = sub.add_parser("download", help="download a finished job's outputs")
     download.add_argument("job")
     download.add_argument("--out")
@@ -204,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": cmd_run, "wait": cmd_wait, "status": cmd_status, "logs": cmd_logs, "cancel": cmd_cancel,
-            "download": cmd_download, "jobs": cmd_jobs, "apps": cmd_apps}
+            "rerun": cmd_rerun, "download": cmd_download, "jobs": cmd_jobs, "apps": cmd_apps}
 
 
 def main(argv: list[str] | None = None) -> int:

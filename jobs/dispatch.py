@@ -50,3 +50,13 @@ def send_notification(job_id, event_id: int) -> None:
         send_job_email.delay(str(job_id), event_id)
     except Exception:  # noqa: BLE001
         log.exception("could not queue the notification for job %s", job_id)
+
+
+def advance_pipeline(pipeline_id) -> None:
+    """The doorbell of a pipeline: a step ended or the pipeline began; `jobs.pipelines.advance` answers it."""
+    from jobs.tasks import advance_pipeline
+
+    try:
+        advance_pipeline.delay(str(pipeline_id))
+    except Exception:  # noqa: BLE001 - broker down: the sweep advances every running pipeline
+        log.exception("could not queue the advance of pipeline %s", pipeline_id)

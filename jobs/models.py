@@ -96,6 +96,14 @@ class File(models.Model):
         dot = self.name.rfind(".")
         return self.name[dot:].lower() if dot > 0 else ""
 
+    @property
+    def output_path(self) -> str:
+        """A job output's path below its attempt's folder (`ch0/locs.csv`); the name for an upload."""
+        if self.job_id is None:
+            return self.name
+        below_job = self.key.partition(f"/jobs/{self.job_id}/")[2]  # attempt-N/ch0/locs.csv
+        return below_job.partition("/")[2] or self.name
+
 
 class Job(models.Model):
     """One requested run of a registry entrypoint. `spec` is frozen at submission and never changes.
@@ -149,6 +157,10 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A pipeline's step (jobs.pipelines): the pipeline's own job, and the step's name in it. A pipeline job
+    # itself runs nowhere: it is `running` while its steps run and ends with them.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="steps")
+    step = models.CharField(max_length=50, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -21,8 +21,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
+from algorithms import pipelines
 from algorithms import registry as reg
-from jobs import dispatch, pools, selftest, states, storage
+from jobs import dispatch, pools, selftest, siblings, states, storage
 from jobs.capabilities import normalise
 from jobs.models import (
     Attempt,
@@ -205,12 +206,14 @@ def delete_dataset(dataset: Dataset) -> None:
 
 def submit(user, *, application: str, entrypoint: str, version: str | None = None, params: dict | None = None,
            inputs: dict[str, list] | None = None, notify: str | None = None, idempotency_key: str | None = None,
-           pinned_worker: Worker | None = None) -> tuple[Job, bool]:
+           pinned_worker: Worker | None = None, parent: Job | None = None, step: str = "") -> tuple[Job, bool]:
     """Validate against the registry, freeze the resolved spec, queue it. Returns (job, created).
 
     The same `idempotency_key` from the same user returns the first job instead of making a second. The queue
     is the user's institution pool when one serves the job's tier (`jobs.pools`), else the shared tier; a job
     `pinned_worker` goes to that worker's own queue (system-made, so the active-jobs quota does not apply).
+    A pipeline (application `pipeline`) gets a job of its own that runs nowhere: `jobs.pipelines` submits
+    its steps, each with `parent` and `step` set, as their inputs come to exist.
     """
     if idempotency_key:
         existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
@@ -229,6 +232,7 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
     except reg.ParamsError as exc:
         raise InvalidInput({f"params.{exc.path}" if exc.path else "params": exc.message}) from None
     files = _resolve_inputs(user, entry, inputs or {})
+    travelling = _travelling_siblings(entry, files)
     notify = notify or getattr(getattr(user, "profile", None), "notify", Job.Notify.ALWAYS)
     if notify not in Job.Notify.values:
         raise InvalidInput({"notify": f"must be one of {', '.join(Job.Notify.values)}"})
@@ -237,11 +241,17 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
         "command": list(entry.command), "params": resolved, "hardware": entry.hardware,
         "timeout_s": entry.timeout_s, "max_attempts": entry.max_attempts,
         "retry_on_algorithm_failure": entry.retry_on_algorithm_failure, "outputs": list(entry.outputs),
-        "inputs": [{"slot": slot, "file": str(f.pk), "name": f.name, "size": f.size, "sha256": f.sha256}
-                   for slot, fs in files.items() for f in fs],
+        "inputs": _input_manifest(files, travelling),
         "code_version": code_version(),
     }
-    queue = pinned_worker.queue if pinned_worker else pools.route(user, entry.queue)
+    route_note = ""
+    if entry.is_pipeline:
+        spec["pipeline"] = pipelines.plan(entry)
+        queue = pipelines.QUEUE
+    else:
+        # The CPU route (registry `cpu_route`) changes the spec's hardware and time limit, so the tier follows it.
+        spec, route_note = (spec, "") if pinned_worker else pools.choose_route(entry, spec)
+        queue = pinned_worker.queue if pinned_worker else pools.route(user, reg.queue_for(spec["hardware"]))
     try:
         with transaction.atomic():
             if pinned_worker is None:
@@ -250,16 +260,25 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
             # send clears it again (dispatch.send_job), so the redispatch sweep still re-sends at its next pass.
             # A process that dies between commit and send leaves it set: the sweep re-sends once it is older
             # than LOCUS_REDISPATCH_SECONDS, as for a message the broker lost.
+            now = timezone.now()
             job = Job.objects.create(
                 owner=user, application=entry.application, version=entry.version, entrypoint=entry.name,
                 params=resolved, spec=spec, queue=queue, notify=notify, max_attempts=entry.max_attempts,
-                idempotency_key=idempotency_key or None, pinned_worker=pinned_worker,
-                dispatched_at=timezone.now(),
+                idempotency_key=idempotency_key or None, pinned_worker=pinned_worker, parent=parent, step=step,
+                waiting_reason=spec.get("route_reason", "")[:300],  # the deployment chose the CPU route: say so
+                dispatched_at=None if entry.is_pipeline else now,
+                **({"status": Job.Status.RUNNING, "started_at": now} if entry.is_pipeline else {}),
             )
-            if chosen := [f for fs in files.values() for f in fs]:
+            if chosen := [f for fs in files.values() for f in fs] + [s for _, s in travelling]:
                 job.inputs.add(*chosen)
-            states.event(job, "submitted", f"queued on {queue}")
-            transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue, marked=True))
+            if entry.is_pipeline:
+                steps = ", ".join(s.name for s in entry.steps)
+                states.event(job, "submitted", f"pipeline of {len(entry.steps)} steps: {steps}")
+                transaction.on_commit(lambda: dispatch.advance_pipeline(job.pk))
+            else:
+                where = f"step {step} of pipeline {parent.pk}, " if parent else ""
+                states.event(job, "submitted", f"{where}queued on {queue}{route_note}")
+                transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue, marked=True))
     except IntegrityError:
         # Two concurrent submissions with one idempotency key: the other one won. Without a key there is
         # nothing to look up (filtering on None would find any job of the user's without one).
@@ -312,6 +331,49 @@ def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dic
             files.append(file)
         resolved[slot.name] = files
     return resolved
+
+
+def _travelling_siblings(entry: reg.Entrypoint, files: dict[str, list[File]]) -> list[tuple[File, File]]:
+    """(picked file, sibling) for the siblings its format needs (`jobs.siblings`), in slots that name the
+    format's suffix (an "any file" slot takes files as they are). One the user picked already, or a file of
+    the same name in that slot, is not added twice."""
+    out = []
+    for slot, picked in files.items():
+        if not entry.inputs[slot].suffixes:
+            continue
+        names = {f.name for f in picked}
+        for f in picked:
+            for sibling in siblings.siblings_of(f):
+                if sibling.name not in names:
+                    names.add(sibling.name)
+                    out.append((f, sibling))
+    return out
+
+
+def _input_manifest(files: dict[str, list[File]], travelling: list[tuple[File, File]]) -> list[dict[str, Any]]:
+    """The frozen `spec.inputs`: each picked file in its slot, each sibling right after the file it travels
+    with, in the same slot (the worker lays it beside it) and marked `sibling_of` (not one of the slot's
+    picks: re-run and clone leave it out, and submit finds it again)."""
+    with_siblings: dict[Any, list[File]] = {}
+    for f, sibling in travelling:
+        with_siblings.setdefault(f.pk, []).append(sibling)
+    items = []
+    for slot, picked in files.items():
+        for f in picked:
+            items.append({"slot": slot, "file": str(f.pk), "name": f.name, "size": f.size, "sha256": f.sha256})
+            items += [{"slot": slot, "file": str(s.pk), "name": s.name, "size": s.size, "sha256": s.sha256,
+                       "sibling_of": str(f.pk)} for s in with_siblings.get(f.pk, [])]
+    return items
+
+
+def picked_inputs(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """`inputs` as the user gave them ({slot: [file ids]}) from a frozen spec: siblings are left out, as
+    `submit` adds them again. For re-run, clone and requeue."""
+    inputs: dict[str, list[str]] = {}
+    for item in spec.get("inputs", []):
+        if not item.get("sibling_of"):
+            inputs.setdefault(item["slot"], []).append(item["file"])
+    return inputs
 
 
 def parse_uuid(value: Any) -> uuid.UUID | None:
@@ -630,9 +692,19 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
 # --- sweeps --------------------------------------------------------------------------------------------
 
 def describe_need(hardware: dict[str, Any]) -> str:
-    if hardware.get("gpu"):
-        return f"no online worker with ≥ {hardware.get('gpu_memory_gb', 0)} GB GPU memory"
-    return f"no online worker with ≥ {hardware.get('cpu', 1)} CPU cores and ≥ {hardware.get('memory_gb', 0)} GB RAM"
+    return f"no online worker with {pools.need_text(hardware)}"
+
+
+def cpu_route_offer(spec: dict[str, Any]) -> str:
+    """For a waiting GPU job that can also run on a CPU: what happens next, or what the user can do."""
+    route = spec.get("cpu_route")
+    if spec.get("route") != "gpu" or not route:
+        return ""
+    how = reg.CpuRoute(**route).describe()
+    after = settings.LOCUS_CPU_ROUTE_AFTER_SECONDS
+    if after and (spec.get("params") or {}).get(reg.DEVICE_PARAM) is None:
+        return f"; it moves to the CPU queue ({how}) if none is online for {after} s"
+    return f" — or re-run it with Device = cpu: it also runs on a CPU ({how})"
 
 
 def flag_unschedulable() -> int:
@@ -644,7 +716,7 @@ def flag_unschedulable() -> int:
         hardware = job.spec.get("hardware", {})
         takers = [w for w in online if job.queue in worker_queues(w) and reg.covers(w.capabilities or {}, hardware)]
         if takers:
-            reason = ""
+            reason = job.spec.get("route_reason", "")  # the deployment chose the CPU route: keep saying so
         elif job.queue.startswith("worker."):
             reason = "waiting for the worker it is pinned to to come online"
         elif job.queue.startswith("pool."):
@@ -652,7 +724,10 @@ def flag_unschedulable() -> int:
             reason = (f"no online worker in pool {slug}; it moves to the shared queue "
                       f"{pools.shared_tier(job)} after {pools.spillover_seconds(slug)} s")
         else:
-            reason = describe_need(hardware)
+            reason = describe_need(hardware) + cpu_route_offer(job.spec)
+            if job.spec.get("route_reason"):
+                reason += f"; it {job.spec['route_reason']}"
+        reason = reason[:300]
         if reason != job.waiting_reason:
             states.flag_waiting(job, reason)
             flagged += bool(reason)
@@ -672,5 +747,5 @@ def redispatch_stale(age: timedelta | None = None) -> int:
 
 def sweep() -> dict[str, int]:
     """The periodic maintenance pass (beat, every LOCUS_SWEEP_SECONDS)."""
-    return {"lost": states.expire_leases(), "spilled": pools.spill_over(), "flagged": flag_unschedulable(),
-            "redispatched": redispatch_stale()}
+    return {"lost": states.expire_leases(), "spilled": pools.spill_over(), "cpu_routed": pools.move_to_cpu_route(),
+            "flagged": flag_unschedulable(), "redispatched": redispatch_stale()}

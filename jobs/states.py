@@ -8,6 +8,7 @@ with the current state. Terminal states never change. Side effects (dispatch, em
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from datetime import timedelta
 
@@ -57,7 +58,16 @@ def _finish(job: Job | str, status: str, **fields) -> bool:
         kind_message = {SUCCEEDED: "Job succeeded", FAILED: "Job failed", CANCELLED: "Job cancelled"}
         ev = event(job_id, status, fields.get("reason") or kind_message[status])
         transaction.on_commit(lambda: dispatch.send_notification(job_id, ev.pk))
+        parent_id = Job.objects.filter(pk=job_id).values_list("parent_id", flat=True).first()
+        if parent_id:  # a pipeline's step ended: the pipeline may move on (jobs.pipelines.advance)
+            transaction.on_commit(lambda: dispatch.advance_pipeline(parent_id))
     return bool(updated)
+
+
+def finish_pipeline(pipeline: Job, status: str, reason: str) -> bool:
+    """A pipeline's own job ends with its steps (jobs.pipelines): running → succeeded | failed, once."""
+    fields = {"progress": 1.0} if status == SUCCEEDED else {"reason": reason}
+    return _finish(pipeline, status, **fields)
 
 
 def _requeue(job_id, reason: str, attempt: Attempt | None = None) -> bool:
@@ -215,6 +225,10 @@ def cancel(job: Job, by=None) -> Job:
     if not _finish(job, CANCELLED, reason="cancelled by user"):
         job.refresh_from_db()
         raise Conflict(f"job is already {job.status}", job.status)
+    # A pipeline takes its unfinished steps with it (the steps not yet submitted never will be).
+    for step in Job.objects.filter(parent=job, status__in=[QUEUED, RUNNING]):
+        with contextlib.suppress(Conflict):  # it ended meanwhile
+            cancel(step, by)
     job.refresh_from_db()
     return job
 
@@ -266,6 +280,23 @@ def reroute(job: Job, to_queue: str, message: str) -> bool:
         if not updated:
             return False
         event(job, "spilled_over", message, from_queue=job.queue, to_queue=to_queue)
+        transaction.on_commit(lambda: dispatch.send_job(job.pk, to_queue))
+    return True
+
+
+def change_route(job: Job, to_queue: str, spec: dict, message: str) -> bool:
+    """queued on its GPU route → queued on its CPU route: queue, frozen spec (hardware, time limit, Device) and
+    waiting reason in one conditional UPDATE, only while still queued where it was and on the GPU route, so
+    a claim that came first wins and a second sweep moves nothing. A `cpu_route` event, then a new message."""
+    with transaction.atomic():
+        updated = (Job.objects.filter(pk=job.pk, status=QUEUED, cancel_requested=False, queue=job.queue,
+                                      spec__route="gpu")
+                   .update(queue=to_queue, spec=spec, queued_at=timezone.now(),
+                           waiting_reason=spec.get("route_reason", "")[:300]))
+        if not updated:
+            return False
+        event(job, "cpu_route", message, from_queue=job.queue, to_queue=to_queue,
+              hardware=spec.get("hardware"), timeout_s=spec.get("timeout_s"))
         transaction.on_commit(lambda: dispatch.send_job(job.pk, to_queue))
     return True
 

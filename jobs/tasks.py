@@ -10,7 +10,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from jobs import services, uploads
+from jobs import pipelines, services, uploads
 from jobs.models import Job, JobEvent
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,14 @@ def send_job_email(self, job_id: str, event_id: int | None = None) -> bool:
 def sweep_leases() -> dict[str, int]:
     """Expire leases, requeue or fail their jobs, flag unschedulable jobs, re-send stale messages, drop
     abandoned uploads."""
-    result = {**services.sweep(), "uploads_expired": uploads.expire_stale()}
+    result = {**services.sweep(), "uploads_expired": uploads.expire_stale(),
+              "pipelines": pipelines.advance_running()}
     if any(result.values()):
         log.info("sweep: %s", result)
     return result
+
+
+@shared_task(name="jobs.tasks.advance_pipeline", acks_late=True)
+def advance_pipeline(pipeline_id: str) -> str | None:
+    """Submit the steps of a pipeline that can start now, or end it (safe to run twice)."""
+    return pipelines.advance(pipeline_id)

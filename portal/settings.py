@@ -203,6 +203,11 @@ LOCUS_MAX_LOG_BYTES = env.int("LOCUS_MAX_LOG_BYTES", default=20 * 1024**2)
 LOCUS_CODE_VERSION = env.str("LOCUS_CODE_VERSION", default="")
 # An institution pool's job not claimed within this wait goes to the shared tiers (Institution may override).
 LOCUS_POOL_SPILLOVER_SECONDS = env.int("LOCUS_POOL_SPILLOVER_SECONDS", default=300)
+# CPU route (registry `cpu_route`): when no enabled worker able to take a GPU job has been seen for this many
+# seconds, jobs of entrypoints that can also run on a CPU and whose Device is automatic (null) go to the `cpu`
+# queue at submit, and such queued GPU jobs are moved there by the sweep. 0 turns it off: the embedded default
+# (no GPU, one CPU worker) has it on; production has it off unless set.
+LOCUS_CPU_ROUTE_AFTER_SECONDS = env.int("LOCUS_CPU_ROUTE_AFTER_SECONDS", default=0 if PRODUCTION else 60) or None
 # Enrolling a worker submits a `diagnostics selftest` job pinned to it (its result shows on the workers page).
 LOCUS_SELFTEST_ON_ENROLL = env.bool("LOCUS_SELFTEST_ON_ENROLL", default=True)
 # A worker shutting down hands its job back without using one of the job's attempts; past this many

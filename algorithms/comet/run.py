@@ -19,6 +19,9 @@ from algorithms.comet.estimate import CometParams, DriftResult, correct, estimat
 from algorithms.comet.tableio import read_table, write_table
 from algorithms.io.table import LocTable
 
+# What a table in the `locs` slot may be; anything else there (a Picasso .yaml) is read by its table's reader.
+TABLE_SUFFIXES = (".csv", ".h5", ".hdf5", ".mat")
+
 DESCRIPTION = """\
 Drift correction without fiducials (COMET-style pair overlap with a coarse pre-pass).
 Input: a localization table in nm with 0-based frames (columns frame, x, y, optional z, sigma_x,
@@ -33,7 +36,9 @@ def _find_locs(args: argparse.Namespace) -> Path:
     if args.inputs is None:
         raise BadInput("give --locs FILE or --inputs DIR (with the table in DIR/locs/)")
     folder = args.inputs / "locs"
-    files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    # Only tables: a Picasso table's .yaml travels beside it in the same folder (read by the table's reader).
+    files = sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
+                   ) if folder.is_dir() else []
     if len(files) != 1:
         raise BadInput(f"expected exactly one table in {folder.name}/, found {len(files)}")
     return files[0]

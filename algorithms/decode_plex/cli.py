@@ -244,7 +244,10 @@ def fit_main(argv: list[str] | None) -> int:
         else:
             report["dye_ratios"] = table.meta["dye_ratios"]
             report["rejection_rate"] = float(np.mean(table["code"] < 0)) if len(table) else None
-    table.meta.update({"source": "decode-plex fit", "px_size_nm": list(cfg.px_size_nm)})
+    # Tables carry one camera pixel size (x; pixels are square in every reader and writer), the pair beside it:
+    # a list under px_size_nm made every consumer that expects a number (QC, SMAP/DECODE writers) fail.
+    table.meta.update({"source": "decode-plex fit", "px_size_nm": float(cfg.px_size_nm[0]),
+                       "px_size_xy_nm": [float(v) for v in cfg.px_size_nm]})
     out = args.outputs
     write_table(table, out / "locs.h5", "locus")
     write_table(table, out / "locs.csv", "thunderstorm")

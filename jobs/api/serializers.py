@@ -12,7 +12,8 @@ from rest_framework import ISO_8601, serializers
 from rest_framework.relations import PKOnlyObject
 from rest_framework.settings import api_settings
 
-from jobs import services
+from algorithms.pipelines import QUEUE as PIPELINE_QUEUE
+from jobs import pipelines, services
 from jobs.capabilities import normalise
 from jobs.models import Attempt, Dataset, File, Job, JobEvent, Worker
 
@@ -63,15 +64,21 @@ class JobSerializer(JobListSerializer):
     events = EventSerializer(many=True, read_only=True)
     outputs = FileSerializer(many=True, read_only=True)
     inputs = serializers.SerializerMethodField()
+    steps = serializers.SerializerMethodField()
 
     class Meta(JobListSerializer.Meta):
         fields = [*JobListSerializer.Meta.fields, "params", "inputs", "notify", "progress_detail",
                   "cancel_requested", "max_attempts", "failure_class", "reason", "log_size", "attempts", "events",
-                  "outputs"]
+                  "outputs", "parent", "step", "steps"]
         read_only_fields = fields
 
     def get_inputs(self, job: Job) -> list[dict]:
         return job.spec.get("inputs", [])
+
+    @extend_schema_field({"type": "array", "nullable": True, "description": "a pipeline's steps in order: "
+                          "step, application, entrypoint, status (waiting | not run | a job status), job, outputs"})
+    def get_steps(self, job: Job) -> list[dict] | None:
+        return pipelines.chain(job) if job.queue == PIPELINE_QUEUE else None
 
 
 class Rendering:
@@ -163,6 +170,10 @@ def job_detail(job: Job, *, attempts: Iterable[dict] | None = None, events: Iter
         events=EVENTS.rows(job.events.values(*EVENTS.lookups) if events is None else events),
         outputs=OUTPUTS.rows(job.outputs.values(*OUTPUTS.lookups) if outputs is None else outputs),
     )
+
+
+class RerunSerializer(serializers.Serializer):
+    from_step = serializers.CharField(max_length=50, help_text="the step to run again, with every step after it")
 
 
 class JobCreateSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ import zipfile
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db.models import Q
 from django.http import FileResponse, HttpResponseRedirect
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,7 +19,9 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import services, states, storage
+from algorithms.pipelines import QUEUE as PIPELINE_QUEUE
+from algorithms.pipelines import plan as pipelines_plan
+from jobs import pipelines, services, states, storage
 from jobs.api.parsers import BoundedJSONParser as JSONParser
 from jobs.api.serializers import (
     JOB_LIST,
@@ -27,6 +30,7 @@ from jobs.api.serializers import (
     JobCreateSerializer,
     JobListSerializer,
     JobSerializer,
+    RerunSerializer,
     job_detail,
 )
 from jobs.api.uploads import StartUploadSerializer, UploadSerializer, start_upload
@@ -63,13 +67,18 @@ class DatasetViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance):
         services.delete_dataset(instance)
 
-    @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
+    @extend_schema(methods=["GET"], request=None, responses={200: FileSerializer(many=True)},
+                   description="The dataset's files (by name), each with the `id` that job `inputs` take.")
+    @extend_schema(methods=["POST"], request={"multipart/form-data": {"type": "object", "properties": {
         "file": {"type": "string", "format": "binary"}, "sha256": {"type": "string"}}}},
         responses={201: FileSerializer})
-    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser])
+    @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser])
     def files(self, request, pk=None):
-        """Upload one file (multipart field `file`; optional `sha256` is checked on arrival)."""
+        """GET: the dataset's files. POST: upload one file (multipart field `file`; optional `sha256` is
+        checked on arrival)."""
         dataset = self.get_object()
+        if request.method == "GET":
+            return Response(FileSerializer(dataset.files.order_by("name", "created_at"), many=True).data)
         content_length = request.META.get("CONTENT_LENGTH")
         services.check_upload_allowed(request.user, int(content_length) if content_length else None)
         upload = request.FILES.get("file")
@@ -97,13 +106,40 @@ class DatasetViewSet(viewsets.ModelViewSet):
         return Response({"file": FileSerializer(file).data, "upload": target}, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(parameters=[
+    OpenApiParameter("job", str, description="only the outputs of this job (an id)"),
+    OpenApiParameter("dataset", str, description="only the files of this dataset (an id)"),
+    OpenApiParameter("kind", str, enum=["upload", "output"], description="uploads (in datasets) or job outputs"),
+    OpenApiParameter("suffix", str, description="comma-separated name endings, e.g. `.hdf5,.csv`"),
+])
 class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Every file of yours, uploads and job outputs alike: any `id` here can go into a job's `inputs`."""
+
     serializer_class = FileSerializer
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return File.objects.none()
-        return File.objects.filter(owner=self.request.user)
+        qs = File.objects.filter(owner=self.request.user)
+        if self.action != "list":
+            return qs
+        params = self.request.query_params
+        for name in ("job", "dataset"):
+            if (value := params.get(name)) is not None:
+                if services.parse_uuid(value) is None:
+                    raise ValidationError({name: "expected an id"})
+                qs = qs.filter(**{f"{name}_id": services.parse_uuid(value)})
+        if (kind := params.get("kind")) is not None:
+            if kind not in ("upload", "output"):
+                raise ValidationError({"kind": "upload or output"})
+            qs = qs.filter(**{"dataset__isnull" if kind == "upload" else "job__isnull": False})
+        if suffixes := [s.strip().lower() for s in params.get("suffix", "").split(",") if s.strip()]:
+            q = Q()
+            for suffix in suffixes:
+                q |= Q(name__iendswith=suffix if suffix.startswith(".") else f".{suffix}")
+            qs = qs.filter(q)
+        # Newest first: a job's outputs and a fresh upload are what one looks for.
+        return qs.order_by("-created_at", "name")
 
     @extend_schema(request=None, responses={200: FileSerializer})
     @action(detail=True, methods=["post"])
@@ -195,6 +231,15 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         job = states.cancel(self.get_object(), by=request.user)
         return Response(job_detail(self.get_queryset().get(pk=job.pk)))
 
+    @extend_schema(request=RerunSerializer, responses={201: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, pk=None):
+        """A pipeline again from one of its steps: the succeeded steps before it are reused, not run again."""
+        serializer = RerunSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = pipelines.rerun_from(self.get_object(), serializer.validated_data["from_step"], request.user)
+        return Response(job_detail(self.get_queryset().get(pk=job.pk)), status=status.HTTP_201_CREATED)
+
     @extend_schema(parameters=[OpenApiParameter("offset", int), OpenApiParameter("limit", int)],
                    responses={200: {"type": "object"}})
     @action(detail=True, methods=["get"])
@@ -211,11 +256,17 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
     @action(detail=True, methods=["get"])
     def outputs(self, request, pk=None):
         job = self.get_object()
-        # `path`: where the output sits below the job's folder (`ch0/locs.csv`); names alone can repeat.
+        # `path`: where the output sits below the job's folder (`ch0/locs.csv`); names alone can repeat. A
+        # pipeline answers its steps' outputs, each below its step's name (`drift/drift.png`).
+        if job.queue == PIPELINE_QUEUE:
+            files = [(f"{name}/{f.output_path}", f) for name, step in pipelines.step_jobs(job).items()
+                     for f in step.outputs.all()]
+        else:
+            files = [(_output_path(job, f), f) for f in job.outputs.all()]
         return Response([
-            {**FileSerializer(f).data, "path": _output_path(job, f),
+            {**FileSerializer(f).data, "path": path,
              "url": request.build_absolute_uri(f"/api/v1/files/{f.pk}/download/")}
-            for f in job.outputs.all()
+            for path, f in files
         ])
 
     @extend_schema(responses={(200, "application/zip"): bytes})
@@ -271,6 +322,11 @@ def _describe(entry) -> dict:
         "inputs": {s.name: {"suffixes": list(s.suffixes), "min": s.min_count, "max": s.max_count}
                    for s in entry.inputs.values()},
         "params": entry.params_schema, "outputs": list(entry.outputs), "hardware": entry.hardware,
-        "timeout_s": entry.timeout_s, "max_attempts": entry.max_attempts, "queue": entry.queue,
+        "timeout_s": entry.timeout_s, "max_attempts": entry.max_attempts,
+        # It can also run on a CPU (params device = "cpu"): that route's queue, hardware and time limit.
+        "cpu_route": ({"queue": "cpu", "hardware": entry.cpu_route.hardware, "timeout_s": entry.cpu_route.timeout_s,
+                       "slowdown": entry.cpu_route.slowdown} if entry.cpu_route else None),
+        **({"queue": PIPELINE_QUEUE, "steps": pipelines_plan(entry)["steps"]} if entry.is_pipeline
+           else {"queue": entry.queue}),
     }
 

@@ -8,6 +8,7 @@ import json
 import math
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
@@ -18,10 +19,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from algorithms import registry as reg
-from jobs import services, states
+from algorithms.pipelines import QUEUE as PIPELINE_QUEUE
+from jobs import pipelines, services, siblings, states
 from jobs.models import File, Job
 from jobs.registry import get_registry
 from portal.accounts.services import profile_of
+from portal.web import inputs as inputs_ui
 from portal.web import schema_form
 from portal.web.common import job_row, quota
 
@@ -97,14 +100,25 @@ def _own_job(request, job_id) -> Job:
 
 def _sections(job: Job) -> dict[str, str]:
     outputs = _outputs(job)
-    context = {"job": job, "outputs": outputs, "previews": _previews(outputs), "qc": _qc(outputs)}
+    context = {"job": job, "outputs": outputs, "previews": _previews(outputs), "qc": _qc(outputs),
+               "chain": pipelines.chain(job) if job.queue == PIPELINE_QUEUE else None}
     return {name: render_to_string(f"portal/jobs/_{name}.html", context)
-            for name in ("attempts", "events", "outputs", "qc")}
+            for name in ("attempts", "events", "outputs", "qc", "steps")}
 
 
 def _outputs(job: Job) -> list[dict]:
-    return [{"file": f, "image": f.suffix in IMAGE_SUFFIXES, "text": f.suffix in TEXT_SUFFIXES}
-            for f in job.outputs.all()]
+    # A pipeline shows its steps' outputs: the image, the drift plot and the QC report on one page.
+    if job.queue == PIPELINE_QUEUE:
+        files = [f for step in pipelines.step_jobs(job).values() for f in step.outputs.all()]
+    else:
+        files = list(job.outputs.all())
+    # "Use as input…": the entrypoints that take the output (a sibling goes with its file instead).
+    goes_with = {s.pk: f.name for f, s in siblings.pairs(files)}
+    steps: dict[str, list[dict[str, str]]] = {}
+    return [{"file": f, "image": f.suffix in IMAGE_SUFFIXES, "text": f.suffix in TEXT_SUFFIXES,
+             "goes_with": goes_with.get(f.pk, ""),
+             "next": [] if f.pk in goes_with else steps.setdefault(f.suffix, inputs_ui.next_steps(f.suffix))}
+            for f in files]
 
 
 def _is_render(name: str) -> bool:
@@ -266,12 +280,18 @@ def job_cancel(request, job_id):
 def job_rerun(request, job_id):
     """The same entrypoint, params, inputs and notification as an earlier job, as a new job."""
     job = _own_job(request, job_id)
-    inputs: dict[str, list[str]] = {}
-    for item in job.spec.get("inputs", []):
-        inputs.setdefault(item["slot"], []).append(item["file"])
+    if (step := request.POST.get("from_step")) and job.queue == PIPELINE_QUEUE:
+        try:
+            new = pipelines.rerun_from(job, step, request.user)
+        except (services.InvalidInput, services.QuotaExceeded) as exc:
+            messages.error(request, f"Could not re-run: {exc}.")
+            return redirect("job-page", job_id=job.pk)
+        messages.success(request, f"Running again from step {step}; the steps before it are reused.")
+        return redirect("job-page", job_id=new.pk)
     try:
         new, _ = services.submit(request.user, application=job.application, version=job.version,
-                                 entrypoint=job.entrypoint, params=job.params, inputs=inputs, notify=job.notify)
+                                 entrypoint=job.entrypoint, params=job.params,
+                                 inputs=services.picked_inputs(job.spec), notify=job.notify)
     except (services.InvalidInput, services.QuotaExceeded) as exc:
         messages.error(request, f"Could not re-run: {exc}. Use “Clone and edit” to fix it.")
         return redirect("job-page", job_id=job.pk)
@@ -287,18 +307,6 @@ def _entry_or_none(job: Job):
 
 
 # --- new job ---------------------------------------------------------------------------------------------
-
-def _input_choices(user, entry) -> list[dict]:
-    """Per input slot: the user's ready files whose suffix fits, grouped by dataset."""
-    files = list(File.objects.filter(owner=user, status=File.Status.READY, dataset__isnull=False)
-                 .select_related("dataset").order_by("dataset__name", "name"))
-    slots = []
-    for slot in entry.inputs.values():
-        fitting = [f for f in files if not slot.suffixes or f.suffix in slot.suffixes]
-        slots.append({"slot": slot, "files": fitting, "count": slot.describe_count(),
-                      "suffixes": " ".join(slot.suffixes) or "any file", "selected": set(), "error": ""})
-    return slots
-
 
 @require_http_methods(["GET", "POST"])
 @login_required
@@ -321,9 +329,15 @@ def job_new(request):
     context = {"registry": registry, "application": app, "version": version, "entrypoint": name,
                "applications": [(a, registry.applications[a][registry.default_versions[a]]) for a in
                                 sorted(registry.applications)], "clone": clone}
+    # Files a link offers ("New job with these files", "Use as input…"): kept across the steps below.
+    offered = [] if clone else inputs_ui.offered_files(request.user, request.GET)
+    context.update({"offered": offered, "carry": inputs_ui.carry_query(request.GET) if offered else "",
+                    "fitting_apps": {a for a, entries in context["applications"]
+                                     if any(inputs_ui.fits_any(e, offered) for e in entries.values())}})
     if app:
         context["versions"] = sorted(registry.applications[app], key=lambda v: [int(p) for p in v.split(".")])
         context["entries"] = list(registry.applications[app][version].values())
+        context["fitting_entries"] = {e.name for e in context["entries"] if inputs_ui.fits_any(e, offered)}
     if not (app and name):
         return render(request, "portal/jobs/new.html", context)
     try:
@@ -331,19 +345,17 @@ def job_new(request):
     except reg.UnknownEntrypoint:
         raise Http404("no such entrypoint") from None
     fields = schema_form.build(entry.params_schema, clone.params if clone else None)
-    slots = _input_choices(request.user, entry)
     notify = clone.notify if clone else profile_of(request.user).notify
-    if clone:
-        for item in clone.spec.get("inputs", []):
-            for s in slots:
-                if s["slot"].name == item["slot"]:
-                    s["selected"].add(item["file"])
+    placement = inputs_ui.place(entry, offered)
+    selected = placement.selected
+    if clone:  # its picks; the siblings that went with them are found again on submit
+        selected = {slot: set(ids) for slot, ids in services.picked_inputs(clone.spec).items()}
+    slot_errors: dict[str, str] = {}
     general: dict[str, str] = {}
     if request.method == "POST":
         params, errors = schema_form.parse(entry.params_schema, request.POST, fields)
-        inputs = {s["slot"].name: request.POST.getlist(f"input.{s['slot'].name}") for s in slots}
-        for s in slots:
-            s["selected"] = set(inputs[s["slot"].name])
+        inputs = {slot: request.POST.getlist(f"input.{slot}") for slot in entry.inputs}
+        selected, placement = {slot: set(ids) for slot, ids in inputs.items()}, inputs_ui.Placement()
         notify = request.POST.get("notify") or notify
         if not errors:
             try:
@@ -356,17 +368,18 @@ def job_new(request):
             else:
                 messages.success(request, "Job submitted.")
                 return redirect("job-page", job_id=job.pk)
-        slot_names = {s["slot"].name: s for s in slots}
         for key in list(errors):
             if key.startswith("inputs."):
                 slot = key.split(".")[1]
-                if slot in slot_names:
-                    slot_names[slot]["error"] = errors.pop(key)
+                if slot in entry.inputs:
+                    slot_errors[slot] = errors.pop(key)
         general.update(schema_form.attach_errors(fields, errors))
+    slots = inputs_ui.build_slots(request.user, entry, selected, slot_errors, placement)
     context.update({"entry": entry, "fields": fields, "slots": slots, "notify": notify, "errors": general,
-                    "notify_choices": NOTIFY_CHOICES, "quota": quota(request.user)})
+                    "notify_choices": NOTIFY_CHOICES, "quota": quota(request.user), "placement": placement,
+                    "cpu_route_after": settings.LOCUS_CPU_ROUTE_AFTER_SECONDS})
     return render(request, "portal/jobs/new.html", context, status=400 if general or any(
-        f.error for f in schema_form.leaves(fields)) or any(s["error"] for s in slots) else 200)
+        f.error for f in schema_form.leaves(fields)) or any(s.error for s in slots) else 200)
 
 
 # --- files -----------------------------------------------------------------------------------------------

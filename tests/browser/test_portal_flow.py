@@ -170,7 +170,8 @@ def test_sign_up_approve_upload_submit_watch_preview_download(new_page, portal, 
     # A job that no online worker can take appears in the list, with its queue position and the reason it
     # waits (the sweeper's verdict), without a reload.
     navigations.clear()
-    waiting, _ = services.submit(job.owner, application="decode-plex", entrypoint="train")
+    # Device = cuda: with it automatic, the embedded default would send the job to its CPU route instead.
+    waiting, _ = services.submit(job.owner, application="decode-plex", entrypoint="train", params={"device": "cuda"})
     row = page.locator(f"#jobs-table tr[data-job='{waiting.pk}']")
     expect(row).to_contain_text("no online worker with ≥ 16 GB GPU memory", timeout=30_000)
     expect(row.locator("[data-field=status]")).to_have_text("queued")

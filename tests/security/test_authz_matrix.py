@@ -94,7 +94,7 @@ RULES: dict[str, Rule] = {
     "usage": Rule("user-collection", ok(get=200)),  # each sees their own (staff all); alice's ids never appear
     "dataset-list": Rule("user-collection", ok(get=200, post=201), body={"POST": {"name": "new"}}),
     "dataset-detail": Rule("user-object", ok(get=200, patch=200, delete=409), body={"PATCH": {"name": "renamed"}}),
-    "dataset-files": Rule("user-object", ok(post=201), body={"POST": "upload"}),
+    "dataset-files": Rule("user-object", ok(get=200, post=201), body={"POST": "upload"}),
     "dataset-presigned-uploads": Rule("user-object", ok(post=400), body={
         "POST": {"name": "a.tif", "size": 3, "sha256": "0" * 64}}),  # 400: local storage has no presigned PUTs
     "file-list": Rule("user-collection", ok(get=200)),
@@ -105,6 +105,7 @@ RULES: dict[str, Rule] = {
         "POST": {"application": "diagnostics", "entrypoint": "selftest"}}),
     "job-detail": Rule("user-object", ok(get=200)),
     "job-cancel": Rule("user-object", ok(post=200)),
+    "job-rerun": Rule("user-object", ok(post=400), body={"POST": {"from_step": "fit"}}),  # 400: not a pipeline
     "job-logs": Rule("user-object", ok(get=200)),
     "job-outputs": Rule("user-object", ok(get=200)),
     "job-bundle": Rule("user-object", ok(get=200)),

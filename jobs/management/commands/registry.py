@@ -21,5 +21,6 @@ class Command(BaseCommand):
         entries = reg.entrypoints()
         if action == "list":
             for e in entries:
-                self.stdout.write(f"{e.key:40} {e.queue:8} timeout {e.timeout_s:>6} s  {e.summary}")
+                queue = f"{e.queue}|cpu" if e.cpu_route else e.queue  # |cpu: it also runs on a CPU (cpu_route)
+                self.stdout.write(f"{e.key:40} {queue:12} timeout {e.timeout_s:>6} s  {e.summary}")
         self.stdout.write(self.style.SUCCESS(f"{reg.path}: {len(entries)} entrypoint(s) OK"))
