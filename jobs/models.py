@@ -355,3 +355,37 @@ class Upload(models.Model):
     @property
     def is_complete(self) -> bool:
         return self.file_id is not None
+
+
+class TrainedModel(models.Model):
+    """A trained DECODE-Plex model that fits can use (design §9): a `model.pt` output of a train job, or a model
+    bundled with Locus (no owner, no job). Written by `jobs.trained_models` when a train job succeeds.
+
+    `reuse_key` digests what determines the model (calibration and transform sha256, training parameters,
+    code version): a train asking for the same is answered with this model instead of training again.
+    """
+
+    class Visibility(models.TextChoices):
+        PRIVATE = "private", "Only me"
+        INSTITUTION = "institution", "My institutions"
+        PUBLIC = "public", "Everyone"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="trained_models")
+    visibility = models.CharField(max_length=12, choices=Visibility.choices, default=Visibility.PRIVATE)
+    file = models.OneToOneField(File, on_delete=models.CASCADE, related_name="trained_model")
+    train_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    params = models.JSONField(default=dict)
+    calibration_sha256 = models.CharField(max_length=64, blank=True)
+    code_version = models.CharField(max_length=100, blank=True)
+    reuse_key = models.CharField(max_length=64, db_index=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name

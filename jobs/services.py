@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from algorithms import pipelines
 from algorithms import registry as reg
-from jobs import dispatch, pools, selftest, siblings, states, storage
+from jobs import dispatch, pools, selftest, siblings, states, storage, trained_models
 from jobs.capabilities import normalise
 from jobs.models import (
     Attempt,
@@ -206,14 +206,17 @@ def delete_dataset(dataset: Dataset) -> None:
 
 def submit(user, *, application: str, entrypoint: str, version: str | None = None, params: dict | None = None,
            inputs: dict[str, list] | None = None, notify: str | None = None, idempotency_key: str | None = None,
-           pinned_worker: Worker | None = None, parent: Job | None = None, step: str = "") -> tuple[Job, bool]:
+           pinned_worker: Worker | None = None, parent: Job | None = None, step: str = "",
+           retrain: bool = False) -> tuple[Job, bool]:
     """Validate against the registry, freeze the resolved spec, queue it. Returns (job, created).
 
     The same `idempotency_key` from the same user returns the first job instead of making a second. The queue
     is the user's institution pool when one serves the job's tier (`jobs.pools`), else the shared tier; a job
     `pinned_worker` goes to that worker's own queue (system-made, so the active-jobs quota does not apply).
     A pipeline (application `pipeline`) gets a job of its own that runs nowhere: `jobs.pipelines` submits
-    its steps, each with `parent` and `step` set, as their inputs come to exist.
+    its steps, each with `parent` and `step` set, as their inputs come to exist. A DECODE-Plex train whose
+    model exists already among those the user may use ends at once with a copy of it (`jobs.trained_models`)
+    unless `retrain`.
     """
     if idempotency_key:
         existing = Job.objects.filter(owner=user, idempotency_key=idempotency_key).first()
@@ -278,7 +281,13 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
             else:
                 where = f"step {step} of pipeline {parent.pk}, " if parent else ""
                 states.event(job, "submitted", f"{where}queued on {queue}{route_note}")
-                transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue, marked=True))
+                model = None if retrain or not trained_models.is_train(spec) else \
+                    trained_models.find_reusable(user, spec)
+                if model is not None:
+                    trained_models.answer_with(job, model)
+                    job.refresh_from_db()
+                else:
+                    transaction.on_commit(lambda: dispatch.send_job(job.pk, job.queue, marked=True))
     except IntegrityError:
         # Two concurrent submissions with one idempotency key: the other one won. Without a key there is
         # nothing to look up (filtering on None would find any job of the user's without one).
@@ -322,7 +331,9 @@ def _resolve_inputs(user, entry: reg.Entrypoint, inputs: dict[str, list]) -> dic
             raise InvalidInput({f"inputs.{slot.name}": "the same file is given more than once"})
         files = []
         for i, file_id in enumerate(ids):
-            file = File.objects.filter(pk=parse_uuid(file_id), owner=user, status=File.Status.READY).first()
+            # Your files, and the model files of the models you may use (shared by others, bundled).
+            file = (File.objects.filter(pk=parse_uuid(file_id), status=File.Status.READY)
+                    .filter(Q(owner=user) | Q(trained_model__in=trained_models.visible(user))).first())
             if file is None:
                 raise InvalidInput({f"inputs.{slot.name}.{i}": f"no file {file_id!r} among your files"})
             if slot.suffixes and file.suffix not in slot.suffixes:
@@ -686,6 +697,7 @@ def complete(attempt: Attempt, token: str, data: dict[str, Any]) -> Job:
             register_outputs=register, handback=data.get("handback", False),
         )
         selftest.record(job)
+        trained_models.register(job)
     return job
 
 

@@ -64,6 +64,14 @@ def _finish(job: Job | str, status: str, **fields) -> bool:
     return bool(updated)
 
 
+def finish_reused(job: Job) -> bool:
+    """queued → succeeded without a worker: a train answered with a model that already exists
+    (jobs.trained_models), in the transaction that submitted it."""
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk, status=QUEUED).update(started_at=now)
+    return _finish(job, SUCCEEDED, progress=1.0)
+
+
 def finish_pipeline(pipeline: Job, status: str, reason: str) -> bool:
     """A pipeline's own job ends with its steps (jobs.pipelines): running → succeeded | failed, once."""
     fields = {"progress": 1.0} if status == SUCCEEDED else {"reason": reason}

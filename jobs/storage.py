@@ -96,6 +96,11 @@ def save_stream(key: str, stream: IO[bytes], limit: int | None = None) -> tuple[
     return saved, reader.size, reader.sha.hexdigest()
 
 
+def open_file(key: str) -> IO[bytes]:
+    """A stored object opened for reading (local or S3)."""
+    return default_storage.open(key, "rb")
+
+
 def checksum(key: str) -> tuple[int, str]:
     """(size, sha256) of a stored object, by streaming it."""
     sha, size = hashlib.sha256(), 0

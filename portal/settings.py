@@ -214,6 +214,8 @@ LOCUS_SELFTEST_ON_ENROLL = env.bool("LOCUS_SELFTEST_ON_ENROLL", default=True)
 # hand-backs of one job, a further one counts as an infrastructure failure, so no worker can claim and hand
 # back a job forever.
 LOCUS_MAX_HANDBACKS = env.int("LOCUS_MAX_HANDBACKS", default=10)
+# `migrate` puts the models shipped with Locus (algorithms/decode_plex/models) into the model registry.
+LOCUS_REGISTER_BUNDLED_MODELS = env.bool("LOCUS_REGISTER_BUNDLED_MODELS", default=True)
 
 # --- Celery (portal side: sends job ids, runs notify + maintenance; design §4) -------------------------
 BROKER_DIR = VAR_DIR / "broker"

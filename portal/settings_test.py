@@ -19,3 +19,5 @@ LOCUS_THROTTLE_RATES = {scope: "1000000/min" for scope in LOCUS_THROTTLE_RATES} 
 # tests/unit/test_throttling.py and test_cache_fail_open.py use Redis on purpose.
 if "CACHE_URL" not in os.environ:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The bundled models are registered by `migrate` elsewhere; tests that need them call register_bundled().
+LOCUS_REGISTER_BUNDLED_MODELS = False

@@ -184,6 +184,8 @@ class JobCreateSerializer(serializers.Serializer):
     inputs = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
                                    default=dict)
     notify = serializers.ChoiceField(choices=Job.Notify.choices, required=False)
+    retrain = serializers.BooleanField(required=False, default=False,
+                                       help_text="DECODE-Plex train: train even if the same model exists")
 
 
 class WorkerSerializer(serializers.ModelSerializer):

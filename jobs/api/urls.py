@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from jobs.api import fleet, uploads, usage, user, worker
+from jobs.api import fleet, models_api, uploads, usage, user, worker
 
 # No `.json` suffix routes: JSON is the only format, and @action methods do not take `format`.
 router = DefaultRouter(trailing_slash=True)
@@ -14,6 +14,7 @@ router.register("jobs", user.JobViewSet, basename="job")
 router.register("uploads", uploads.UploadViewSet, basename="upload")
 router.register("workers", fleet.WorkerViewSet, basename="worker")
 router.register("enrollment-tokens", fleet.EnrollmentTokenViewSet, basename="enrollment-token")
+router.register("models", models_api.TrainedModelViewSet, basename="trained-model")
 
 worker_urls = [
     path("worker/enroll", worker.EnrollView.as_view(), name="worker-enroll"),

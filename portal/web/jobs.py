@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from algorithms import registry as reg
 from algorithms.pipelines import QUEUE as PIPELINE_QUEUE
-from jobs import pipelines, services, siblings, states
+from jobs import pipelines, services, siblings, states, trained_models
 from jobs.models import File, Job
 from jobs.registry import get_registry
 from portal.accounts.services import profile_of
@@ -289,9 +289,11 @@ def job_rerun(request, job_id):
         messages.success(request, f"Running again from step {step}; the steps before it are reused.")
         return redirect("job-page", job_id=new.pk)
     try:
+        # Re-running a train means training again, not being answered with the model it made.
         new, _ = services.submit(request.user, application=job.application, version=job.version,
                                  entrypoint=job.entrypoint, params=job.params,
-                                 inputs=services.picked_inputs(job.spec), notify=job.notify)
+                                 inputs=services.picked_inputs(job.spec), notify=job.notify,
+                                 retrain=trained_models.is_train(job.spec))
     except (services.InvalidInput, services.QuotaExceeded) as exc:
         messages.error(request, f"Could not re-run: {exc}. Use “Clone and edit” to fix it.")
         return redirect("job-page", job_id=job.pk)
@@ -360,7 +362,8 @@ def job_new(request):
         if not errors:
             try:
                 job, _ = services.submit(request.user, application=app, version=version, entrypoint=name,
-                                         params=params, inputs=inputs, notify=notify)
+                                         params=params, inputs=inputs, notify=notify,
+                                         retrain=bool(request.POST.get("retrain")))
             except services.InvalidInput as exc:
                 errors = {k.removeprefix("params."): v for k, v in exc.fields.items()}
             except services.QuotaExceeded as exc:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from portal.web import accounts, datasets, jobs, workers
+from portal.web import accounts, datasets, jobs, models_pages, workers
 
 urlpatterns = [
     path("", jobs.job_list, name="home"),
@@ -13,6 +13,9 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/cancel/", jobs.job_cancel, name="job-page-cancel"),
     path("jobs/<uuid:job_id>/rerun/", jobs.job_rerun, name="job-page-rerun"),
     path("files/<uuid:file_id>/", jobs.file_page, name="file-page"),
+    path("models/", models_pages.model_list, name="models"),
+    path("models/<uuid:model_id>/share/", models_pages.model_share, name="model-share"),
+    path("models/<uuid:model_id>/delete/", models_pages.model_delete, name="model-delete"),
     path("datasets/", datasets.dataset_list, name="datasets"),
     path("datasets/<uuid:dataset_id>/", datasets.dataset_page, name="dataset-page"),
     path("datasets/<uuid:dataset_id>/delete/", datasets.dataset_delete, name="dataset-delete"),

@@ -114,6 +114,12 @@ RULES: dict[str, Rule] = {
     "upload-detail": Rule("user-object", ok(get=200, delete=204)),
     "upload-chunk": Rule("user-object", ok(put=400)),  # 400: no offset given
     "upload-complete": Rule("user-object", ok(post=400)),  # 400: not every byte arrived yet
+    # Models: one's own, those shared with one's institutions, public ones; alice's is private.
+    "trained-model-list": Rule("user-collection", ok(get=200)),
+    "trained-model-detail": Rule("user-object", ok(get=200, patch=200, delete=204), body={"PATCH": {"name": "x"}}),
+    "models": Rule("html-login", ok(get=200)),
+    "model-share": Rule("html-owner", ok(post=302)),
+    "model-delete": Rule("html-owner", ok(post=302)),
     "token-list": Rule("user-collection", ok(get=200, post=201), body={"POST": {"name": "script"}}),
     "token-detail": Rule("user-object", ok(delete=204)),
     # Fleet: staff, and admins of the worker's institution; plain users see none (404 on an id).
@@ -282,6 +288,9 @@ def world(user, other_user, staff, worker, other_worker, dataset, test_registry)
                                                   "file": str(frames.pk)}, filename=frames.name)
     transfer_token = url.rstrip("/").rsplit("/", 1)[-1]
     alice_token, _ = ApiToken.issue(user, "alice's script")
+    from jobs.models import TrainedModel
+
+    model = TrainedModel.objects.create(name="alice's model", owner=user, file=cal, reuse_key="0" * 64)
     from jobs import uploads
 
     upload, _ = uploads.start(dataset, "big.tif", 10, "1" * 64)
@@ -321,7 +330,7 @@ def world(user, other_user, staff, worker, other_worker, dataset, test_registry)
                    "queued_job": str(queued.pk), "worker": str(worker.worker.pk), "token": str(alice_token.pk),
                    "attempt_id": str(attempt.pk), "transfer": transfer_token, "upload": str(upload.pk),
                    "user_id": str(user.pk), "inst_admin_id": str(inst_admin.pk),
-                   "uidb64": "MQ", "reset_token": "set-password"},
+                   "uidb64": "MQ", "reset_token": "set-password", "model": str(model.pk)},
     }
 
 
@@ -329,8 +338,9 @@ def path_values(name: str, values: dict[str, str]) -> dict[str, str]:
     """Which real object fills `pk` (and friends) for the endpoint called `name`."""
     kind = name.split("-")[0]
     pk = {"dataset": values["dataset"], "file": values["file"], "job": values["job"],
-          "worker": values["worker"], "token": values["token"], "upload": values["upload"]}.get(kind, "")
-    return {"dataset_id": values["dataset"], "file_id": values["file"], "slug": "lab",
+          "worker": values["worker"], "token": values["token"], "upload": values["upload"],
+          "trained": values["model"]}.get(kind, "")
+    return {"dataset_id": values["dataset"], "file_id": values["file"], "slug": "lab", "model_id": values["model"],
             "user_id": values["inst_admin_id"] if name == "institution-member" else values["user_id"], "pk": pk, "format": "json", "job_id": values["job"] if name == "job-detail" else values["queued_job"],
             "attempt_id": values["attempt_id"], "token": values["transfer"] if name == "transfer"
             else values["reset_token"], "uidb64": values["uidb64"], "object_id": "1", "app_label": "jobs",
