@@ -125,6 +125,8 @@ class Job(models.Model):
         ALWAYS = "always"
         FAILURE = "failure"
         NEVER = "never"
+        # On failure, or when the job took longer than LOCUS_NOTIFY_LONG_JOB_MINUTES (jobs.notifications).
+        LONG = "long"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
@@ -142,7 +144,7 @@ class Job(models.Model):
     progress = models.FloatField(default=0.0)
     progress_detail = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
-    notify = models.CharField(max_length=10, choices=Notify.choices, default=Notify.ALWAYS)
+    notify = models.CharField(max_length=10, choices=Notify.choices, default=Notify.LONG)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     attempt_count = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)

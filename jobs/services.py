@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from algorithms import pipelines
 from algorithms import registry as reg
-from jobs import dispatch, pools, selftest, siblings, states, storage, trained_models
+from jobs import dispatch, notifications, pools, selftest, siblings, states, storage, trained_models
 from jobs.capabilities import normalise
 from jobs.models import (
     Attempt,
@@ -236,9 +236,9 @@ def submit(user, *, application: str, entrypoint: str, version: str | None = Non
         raise InvalidInput({f"params.{exc.path}" if exc.path else "params": exc.message}) from None
     files = _resolve_inputs(user, entry, inputs or {})
     travelling = _travelling_siblings(entry, files)
-    notify = notify or getattr(getattr(user, "profile", None), "notify", Job.Notify.ALWAYS)
-    if notify not in Job.Notify.values:
-        raise InvalidInput({"notify": f"must be one of {', '.join(Job.Notify.values)}"})
+    notify = notify or getattr(getattr(user, "profile", None), "notify", notifications.DEFAULT)
+    if notify not in notifications.VALUES:
+        raise InvalidInput({"notify": f"must be one of {', '.join(notifications.VALUES)}"})
     spec = {
         "application": entry.application, "version": entry.version, "entrypoint": entry.name,
         "command": list(entry.command), "params": resolved, "hardware": entry.hardware,

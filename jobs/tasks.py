@@ -12,14 +12,9 @@ from django.utils import timezone
 
 from jobs import pipelines, services, uploads
 from jobs.models import Job, JobEvent
+from jobs.notifications import wants_email
 
 log = logging.getLogger(__name__)
-
-
-def wants_email(job: Job) -> bool:
-    if job.notify == Job.Notify.NEVER or not job.owner.email:
-        return False
-    return job.notify == Job.Notify.ALWAYS or job.status == Job.Status.FAILED
 
 
 @shared_task(name="jobs.tasks.send_job_email", bind=True, acks_late=True, max_retries=5, default_retry_delay=30)

@@ -191,6 +191,9 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = VAR_DIR / "mail"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Locus <locus@localhost>")
+# The default job notification (jobs/notifications.py) emails failures and jobs that took at least this many
+# minutes from submission to their end; 0 emails every job's end.
+LOCUS_NOTIFY_LONG_JOB_MINUTES = env.float("LOCUS_NOTIFY_LONG_JOB_MINUTES", default=5.0)
 
 # --- jobs -------------------------------------------------------------------------------------------
 LOCUS_REGISTRY_PATH = env.str("LOCUS_REGISTRY_PATH", default="") or None

@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/docs/", allow(style_src="'unsafe-inline'", worker_src="blob:")(
         SpectacularRedocView.as_view(url_name="schema")), name="api-docs"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),  # asked for by browsers on pages without <link rel=icon>
     path("admin/", admin.site.urls),
 ]
 

@@ -4,9 +4,11 @@ The browser pages live in `portal.web`."""
 
 from __future__ import annotations
 
+from django.contrib.staticfiles import finders
 from django.db import connection
-from django.http import JsonResponse
+from django.http import FileResponse, Http404, JsonResponse
 from django.views import defaults
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
 
@@ -16,6 +18,16 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@cache_control(public=True, max_age=7 * 24 * 3600)
+def favicon(request):
+    """/favicon.ico: the portal's icon (static/portal/favicon.ico), so that no page logs a 404 for it."""
+    path = finders.find("portal/favicon.ico")
+    if not path:
+        raise Http404("no favicon")
+    return FileResponse(open(path, "rb"), content_type="image/x-icon")  # noqa: SIM115 - FileResponse closes it
 
 
 def _api_error(code: str, message: str, status: int) -> JsonResponse:

@@ -55,7 +55,7 @@ def demo_movie(
     blo, bhi = (float(v) for v in p["background"])
     cfg = SimulationConfig(
         n_frames=n_frames, frame_shape=(frame_px, frame_px), px_size_nm=float(p["px_size_nm"]),
-        density_per_um2=0.25, on_time_frames=2.0, z_range_nm=(0.0, 0.0),
+        density_per_um2=0.15, on_time_frames=2.0, z_range_nm=(0.0, 0.0),
         structure={"kind": "filaments", "n_filaments": 6},
         # dSTORM-like: bright blinks well inside the training range, on a moderate background
         flux={"dist": "uniform", "low": max(lo, 1500.0), "high": min(hi, 5000.0)},

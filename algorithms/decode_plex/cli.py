@@ -26,7 +26,7 @@ from algorithms.cli import BadInput, atomic_output, job_arguments, progress, rea
 TRAIN_DEFAULTS: dict[str, Any] = {
     "mode": "single", "channels": 1, "window": 1, "three_d": False,
     "frame_size": [32, 32], "px_size_nm": 100.0,
-    "photons": [1000.0, 5000.0], "background": [20.0, 60.0],
+    "photons": [1000.0, 5000.0], "background": [10.0, 100.0],
     "density_per_um2": 0.3, "z_range_nm": [-500.0, 500.0],
     "on_time_frames": 2.0, "dye_ratios": [], "shifts_px": [], "plane_ratios": [0.5, 0.5],
     "psf_sigma_px": 1.2, "camera": "perfect",
@@ -37,9 +37,20 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 FIT_DEFAULTS: dict[str, Any] = {
     "prob_threshold": 0.5, "max_sigma_nm": None, "debias": True, "z_step_nm": 50.0,
-    "dye_ratios": None, "n_dyes": 2, "min_posterior": 0.9, "chunk": 256, "batch_size": None,
+    "dye_ratios": None, "n_dyes": None, "min_posterior": 0.9, "chunk": 256, "batch_size": None,
     "mirror_second": False, "shift_px": [0, 0], "device": None,
 }
+
+
+def dye_count(n_dyes: int | None, dye_ratios: list[float] | None, trained_ratios: list[float]) -> int:
+    """How many dyes a multicolor fit separates: as asked; else as many as the ratios given; else the model's
+    own (the ratios it was trained with); only a model that knows none gets the minimum, 2. Single-channel and
+    biplane fits have no colours and never ask."""
+    if n_dyes:
+        return int(n_dyes)
+    if dye_ratios:
+        return len(dye_ratios)
+    return max(len(trained_ratios), 2)
 
 
 def sha256_file(path: Path) -> str:
@@ -237,8 +248,9 @@ def fit_main(argv: list[str] | None) -> int:
     if p["debias"] and len(table):
         table = debias(table, cfg.px_size_nm, float(p["z_step_nm"]))
     if cfg.mode == "multicolor" and len(table):
+        n_dyes = report["n_dyes"] = dye_count(p["n_dyes"], p["dye_ratios"], sim.dye_ratios)
         try:
-            table = color_table(table, p["dye_ratios"], int(p["n_dyes"]), float(p["min_posterior"]))
+            table = color_table(table, p["dye_ratios"], n_dyes, float(p["min_posterior"]))
         except ValueError as exc:
             report["color_error"] = str(exc)
         else:

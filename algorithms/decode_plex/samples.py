@@ -44,7 +44,7 @@ class SampleConfig:
     density_per_um2: float = 0.3  # emitters on per µm² per frame
     on_time_frames: float = 2.0
     photons: tuple[float, float] = (1000.0, 5000.0)  # flux per frame when fully on
-    bg: tuple[float, float] = (20.0, 60.0)
+    bg: tuple[float, float] = (10.0, 100.0)  # photons/px; simulate's default range too
     z_range_nm: tuple[float, float] = (-500.0, 500.0)  # 3D only
     psf: dict[str, Any] = field(default_factory=lambda: {"kind": "gaussian", "sigma_px": 1.2})
     camera: Any = "perfect"  # preset name or dict (algorithms.simulation.camera)

@@ -13,7 +13,7 @@ from rest_framework.relations import PKOnlyObject
 from rest_framework.settings import api_settings
 
 from algorithms.pipelines import QUEUE as PIPELINE_QUEUE
-from jobs import pipelines, services
+from jobs import notifications, pipelines, services
 from jobs.capabilities import normalise
 from jobs.models import Attempt, Dataset, File, Job, JobEvent, Worker
 
@@ -183,7 +183,7 @@ class JobCreateSerializer(serializers.Serializer):
     params = serializers.DictField(required=False, default=dict)
     inputs = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
                                    default=dict)
-    notify = serializers.ChoiceField(choices=Job.Notify.choices, required=False)
+    notify = serializers.ChoiceField(choices=notifications.VALUES, required=False)
     retrain = serializers.BooleanField(required=False, default=False,
                                        help_text="DECODE-Plex train: train even if the same model exists")
 

@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
-from jobs.models import Institution, Job
+from jobs import notifications
+from jobs.models import Institution
 from jobs.selftest import SYSTEM_USERNAME
 from portal.accounts.usernames import canonical, find_user
 
@@ -78,8 +79,6 @@ class ProfileForm(forms.Form):
     first_name = forms.CharField(max_length=150, required=False)
     last_name = forms.CharField(max_length=150, required=False)
     email = forms.EmailField()
-    notify = forms.ChoiceField(choices=[(Job.Notify.ALWAYS, "Email me when a job ends"),
-                                        (Job.Notify.FAILURE, "Email me only when a job fails"),
-                                        (Job.Notify.NEVER, "Never email me about jobs")],
+    notify = forms.ChoiceField(choices=notifications.profile_choices,
                                widget=forms.RadioSelect, label="Job notifications",
                                help_text="The default for new jobs; each job can choose otherwise.")

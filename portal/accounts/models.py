@@ -17,7 +17,7 @@ class Profile(models.Model):
     """
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
-    notify = models.CharField(max_length=10, choices=Job.Notify.choices, default=Job.Notify.ALWAYS)
+    notify = models.CharField(max_length=10, choices=Job.Notify.choices, default=Job.Notify.LONG)
     requested_institution = models.ForeignKey(Institution, null=True, blank=True, on_delete=models.SET_NULL,
                                               related_name="+")
     signup_note = models.CharField(max_length=500, blank=True)

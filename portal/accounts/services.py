@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from jobs import notifications
 from jobs.models import Institution, Membership
 from portal.accounts.models import Profile
 
@@ -20,7 +21,7 @@ class NotAllowed(Exception):
 
 
 def profile_of(user) -> Profile:
-    profile, _ = Profile.objects.get_or_create(user=user)
+    profile, _ = Profile.objects.get_or_create(user=user, defaults={"notify": notifications.DEFAULT})
     return profile
 
 
@@ -30,7 +31,8 @@ def sign_up(*, username: str, email: str, password: str, institution: Institutio
     """Create a pending (inactive) account; tell the people who can approve it."""
     user = get_user_model().objects.create_user(username, email, password, is_active=False,
                                                 first_name=first_name, last_name=last_name)
-    Profile.objects.create(user=user, requested_institution=institution, signup_note=note[:500])
+    Profile.objects.create(user=user, requested_institution=institution, signup_note=note[:500],
+                           notify=notifications.DEFAULT)
     from portal.accounts.tasks import send_approval_request
 
     transaction.on_commit(lambda: send_approval_request.delay(user.pk))

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -20,17 +20,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from algorithms import registry as reg
 from algorithms.pipelines import QUEUE as PIPELINE_QUEUE
-from jobs import pipelines, services, siblings, states, trained_models
+from jobs import notifications, pipelines, services, siblings, states, trained_models
 from jobs.models import File, Job
 from jobs.registry import get_registry
 from portal.accounts.services import profile_of
 from portal.web import inputs as inputs_ui
 from portal.web import schema_form
-from portal.web.common import job_row, quota
+from portal.web.common import job_origin, job_row, quota
 
 PREVIEW_BYTES = 64 * 1024
-NOTIFY_CHOICES = [(Job.Notify.ALWAYS, "Email me when it ends"), (Job.Notify.FAILURE, "Email me only if it fails"),
-                  (Job.Notify.NEVER, "No email")]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 TEXT_SUFFIXES = {".json", ".txt", ".csv", ".log", ".yaml", ".yml", ".md", ".tsv"}
 
@@ -68,6 +66,7 @@ def _filtered_jobs(request):
         jobs = jobs.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
     if application:
         jobs = jobs.filter(application=application)
+    jobs = jobs.select_related("parent").prefetch_related("inputs__dataset", "inputs__job")  # job_origin's reads
     return jobs.order_by("-created_at")[:100], status, application
 
 
@@ -75,7 +74,7 @@ def _filtered_jobs(request):
 @login_required
 def job_list(request):
     jobs, status, application = _filtered_jobs(request)
-    rows = [(job, job_row(job)) for job in jobs]
+    rows = [(job, {**job_row(job), **job_origin(job)}) for job in jobs]
     return render(request, "portal/jobs/list.html", {
         "rows": rows, "status": status, "application": application,
         "statuses": ["active", *Job.Status.values], "applications": sorted(get_registry().applications),
@@ -87,7 +86,7 @@ def job_list(request):
 def job_list_live(request):
     """The rows of the jobs list as JSON, polled by the page (same filters as the page)."""
     jobs, _, _ = _filtered_jobs(request)
-    rows = [(job, job_row(job)) for job in jobs]
+    rows = [(job, {**job_row(job), **job_origin(job)}) for job in jobs]
     html = "".join(render_to_string("portal/jobs/_row.html", {"job": job, "row": row}) for job, row in rows)
     return JsonResponse({"jobs": [row for _, row in rows], "rows_html": html})
 
@@ -250,8 +249,29 @@ def job_page(request, job_id):
     entry = _entry_or_none(job)
     return render(request, "portal/jobs/detail.html", {
         "job": job, "row": job_row(job), "entry": entry, "sections": _sections(job), "params_json": json.dumps(job.params, indent=2),
-        "inputs": job.spec.get("inputs", []),
+        "params_table": json_table(job.params),
+        "inputs": job.spec.get("inputs", []), "notify_label": notifications.label(job.notify),
     })
+
+
+@require_GET
+@login_required
+def job_log(request, job_id):
+    """The job's whole log as the algorithms wrote it (JSON progress lines included), as a text download."""
+    job = get_object_or_404(Job, pk=job_id, owner=request.user)
+
+    def parts():
+        offset = 0
+        while True:
+            part = services.read_log(job, offset, 4 * 1024 * 1024)
+            if not part["text"]:
+                return
+            yield part["text"].encode()
+            offset = part["next_offset"]
+
+    response = StreamingHttpResponse(parts(), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="locus-job-{job.pk}.log"'
+    return response
 
 
 @require_GET
@@ -379,7 +399,7 @@ def job_new(request):
         general.update(schema_form.attach_errors(fields, errors))
     slots = inputs_ui.build_slots(request.user, entry, selected, slot_errors, placement)
     context.update({"entry": entry, "fields": fields, "slots": slots, "notify": notify, "errors": general,
-                    "notify_choices": NOTIFY_CHOICES, "quota": quota(request.user), "placement": placement,
+                    "notify_choices": notifications.job_choices(), "quota": quota(request.user), "placement": placement,
                     "cpu_route_after": settings.LOCUS_CPU_ROUTE_AFTER_SECONDS})
     return render(request, "portal/jobs/new.html", context, status=400 if general or any(
         f.error for f in schema_form.leaves(fields)) or any(s.error for s in slots) else 200)
@@ -392,18 +412,73 @@ def job_new(request):
 def file_page(request, file_id):
     """A preview of one of the user's files (image, or the first 64 KB of text) with its checksum."""
     file = get_object_or_404(File.objects.select_related("dataset", "job"), pk=file_id, owner=request.user)
-    text = None
+    text, table = None, None
     if file.suffix in TEXT_SUFFIXES:
         with default_storage.open(file.key, "rb") as fh:
             data = fh.read(PREVIEW_BYTES + 1)
         text = data[:PREVIEW_BYTES].decode("utf-8", errors="replace")
         if file.suffix == ".json" and len(data) <= PREVIEW_BYTES:
             with contextlib.suppress(ValueError):
-                text = json.dumps(json.loads(text), indent=2)
+                parsed = json.loads(text)
+                text = json.dumps(parsed, indent=2)
+                table = json_table(parsed)
         if len(data) > PREVIEW_BYTES:
             text += "\n… (preview cut at 64 KB: download the file for the rest)"
     back = (reverse("job-page", kwargs={"job_id": file.job_id}) if file.job_id
             else reverse("dataset-page", kwargs={"dataset_id": file.dataset_id}) if file.dataset_id else None)
     return render(request, "portal/files/detail.html", {
-        "file": file, "text": text, "image": file.suffix in IMAGE_SUFFIXES, "back": back,
+        "file": file, "text": text, "table": table, "image": file.suffix in IMAGE_SUFFIXES, "back": back,
         "used_by": file.used_by_jobs.order_by("-created_at")[:50]})
+
+
+# --- JSON outputs as tables ----------------------------------------------------------------------------------
+
+JSON_TABLE_ROWS = 500
+JSON_TABLE_COLUMNS = 40
+
+
+def _cell(value: Any) -> str:
+    """One value of a JSON output as a person reads it: numbers to 4 significant digits, short lists inline."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        if len(value) <= 8 and all(not isinstance(v, list | dict) for v in value):
+            return ", ".join(_cell(v) for v in value) or "none"
+        return f"{len(value)} values"
+    if isinstance(value, dict):
+        return f"{len(value)} entries"
+    return str(value)
+
+
+def _flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested objects' keys joined with " · " (`val · jaccard`), in the file's order."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, name + " · ")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def json_table(data: Any) -> dict[str, Any] | None:
+    """A JSON output (metrics.json, fit_report.json, train_history.json, …) as a table: an object as
+    key/value rows, a list of objects (one per epoch, say) as one row each; None for anything else."""
+    if isinstance(data, dict) and data:
+        rows = _flatten(data)
+        return {"columns": ["", ""], "rows": [[k.replace("_", " "), _cell(v)] for k, v in rows[:JSON_TABLE_ROWS]],
+                "kv": True, "more": max(len(rows) - JSON_TABLE_ROWS, 0)}
+    if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+        records = [dict(_flatten(r)) for r in data]
+        columns = list(dict.fromkeys(k for r in records for k in r))[:JSON_TABLE_COLUMNS]
+        return {"columns": [c.replace("_", " ") for c in columns], "kv": False,
+                "rows": [[_cell(r.get(c)) for c in columns] for r in records[:JSON_TABLE_ROWS]],
+                "more": max(len(records) - JSON_TABLE_ROWS, 0)}
+    return None

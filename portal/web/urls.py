@@ -12,6 +12,7 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/live/", jobs.job_live, name="job-page-live"),
     path("jobs/<uuid:job_id>/cancel/", jobs.job_cancel, name="job-page-cancel"),
     path("jobs/<uuid:job_id>/rerun/", jobs.job_rerun, name="job-page-rerun"),
+    path("jobs/<uuid:job_id>/log.txt", jobs.job_log, name="job-page-log"),
     path("files/<uuid:file_id>/", jobs.file_page, name="file-page"),
     path("models/", models_pages.model_list, name="models"),
     path("models/<uuid:model_id>/share/", models_pages.model_share, name="model-share"),

@@ -23,7 +23,8 @@ def test_upload_submit_run_outputs_and_email(user_session, start_agent, portal_c
     data = bytes(range(256)) * 4000
     file_id = upload(user_session, "movie.tif", data)
     start_agent()
-    job_id = submit(user_session, "checksum", {"copy": True}, {"files": [file_id]})
+    # "always": the default (jobs/notifications.py) emails a success only after LOCUS_NOTIFY_LONG_JOB_MINUTES
+    job_id = submit(user_session, "checksum", {"copy": True}, {"files": [file_id]}, notify="always")
     job = wait_for_status(user_session, job_id, {"succeeded", "failed"})
     assert job["status"] == "succeeded", job
     assert job["progress"] == 1.0 and [e["kind"] for e in job["events"]][:3] == ["submitted", "claimed", "succeeded"]

@@ -145,6 +145,7 @@ RULES: dict[str, Rule] = {
     "api-docs": Rule("public-api", ok(get=200), json_errors=False),  # an HTML page (Redoc)
     # HTML pages.
     "healthz": Rule("html-public", ok(get=200)),
+    "favicon": Rule("html-public", ok(get=200)),
     "home": Rule("html-login", ok(get=200)),
     "jobs-live": Rule("html-login", ok(get=200)),
     "job-new": Rule("html-login", ok(get=200, post=200)),  # 200: no application chosen yet
@@ -152,6 +153,7 @@ RULES: dict[str, Rule] = {
     "job-page-live": Rule("html-owner", ok(get=200)),
     "job-page-cancel": Rule("html-owner", ok(post=302)),
     "job-page-rerun": Rule("html-owner", ok(post=302)),
+    "job-page-log": Rule("html-owner", ok(get=200)),
     "file-page": Rule("html-owner", ok(get=200)),
     "datasets": Rule("html-login", ok(get=200, post=400)),  # 400: the empty form is invalid
     "dataset-page": Rule("html-owner", ok(get=200)),

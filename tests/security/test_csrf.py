@@ -68,8 +68,11 @@ def paths(user, other_user, dataset) -> dict[str, str]:
     lab = Institution.objects.create(slug="lab", name="Lab")
     Membership.objects.create(user=user, institution=lab, is_admin=True)
     Membership.objects.create(user=other_user, institution=lab)
+    from jobs.models import TrainedModel
+
+    model = TrainedModel.objects.create(name="model", owner=user, file=file, reuse_key="0" * 64)
     values = {"job_id": job.pk, "dataset_id": dataset.pk, "file_id": file.pk, "slug": lab.slug,
-              "user_id": user.pk, "uidb64": "MQ", "token": "set-password"}
+              "user_id": user.pk, "uidb64": "MQ", "token": "set-password", "model_id": model.pk}
     own = {"token-revoke": {"pk": token.pk}, "worker-revoke-page": {"pk": "00000000-0000-0000-0000-000000000000"},
            "institution-member": {"user_id": other_user.pk}}
     out = {}

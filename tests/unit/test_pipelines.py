@@ -84,7 +84,7 @@ def run_step(worker, job: Job, outputs: dict[str, bytes], exit_code: int = 0):
 
 def submit_chain(api, movie, capture) -> Job:
     with capture(execute=True):
-        response = api.post("/api/v1/jobs/", {"application": "pipeline", "entrypoint": "chain",
+        response = api.post("/api/v1/jobs/", {"application": "pipeline", "entrypoint": "chain", "notify": "always",
                                               "inputs": {"files": [str(movie.pk)]}}, format="json")
     assert response.status_code == 201, response.content
     return Job.objects.get(pk=response.json()["id"])

@@ -49,13 +49,24 @@
      attribute, so markup states what it needs in data attributes and this sets it up:
        data-pct="42"           a progress bar's width, also in markup inserted later (polled sections, rows);
        data-autosubmit         a <select> that submits its form when changed;
-       data-confirm="Sure?"    a <form> that asks before it submits. */
+       data-confirm="Sure?"    a <form> that asks before it submits;
+       data-reveal             a <select> that shows the [data-when-for=its id][data-when=its value] sub-form
+                               and hides (and disables, so that they are neither sent nor validated) the others. */
   function sizeBars(root) {
     if (root.matches && root.matches("[data-pct]")) root.style.width = root.dataset.pct + "%";
     if (root.querySelectorAll) for (const el of root.querySelectorAll("[data-pct]")) el.style.width = el.dataset.pct + "%";
   }
+  function reveal(select) {
+    for (const box of document.querySelectorAll(`[data-when-for="${CSS.escape(select.id)}"]`)) {
+      const on = box.dataset.when === select.value && !select.disabled;
+      box.hidden = !on;
+      for (const el of box.querySelectorAll("input, select, textarea")) el.disabled = !on;
+      if (on) for (const inner of box.querySelectorAll("select[data-reveal]")) reveal(inner);
+    }
+  }
   document.addEventListener("DOMContentLoaded", () => {
     sizeBars(document);
+    for (const select of document.querySelectorAll("select[data-reveal]")) reveal(select);
     new MutationObserver((changes) => {
       for (const change of changes) for (const node of change.addedNodes) sizeBars(node);
     }).observe(document.body, { childList: true, subtree: true });
@@ -63,6 +74,7 @@
   document.addEventListener("change", (event) => {
     const el = event.target;
     if (el.matches && el.matches("select[data-autosubmit]") && el.form) el.form.submit();
+    if (el.matches && el.matches("select[data-reveal]")) reveal(el);
   });
   document.addEventListener("submit", (event) => {
     const form = event.target;
