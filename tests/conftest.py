@@ -93,6 +93,24 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def play_attempt(worker, job, outputs: dict[str, bytes], exit_code: int = 0) -> dict:
+    """Claim `job` as `worker`, upload `outputs` and complete the attempt, as the agent does; the claim's body."""
+    body = worker.post(f"/api/v1/worker/jobs/{job.pk}/claim").json()
+    reported = []
+    for name, data in outputs.items():
+        target = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/outputs",
+                             {"name": name, "size": len(data), "sha256": sha256(data)}, format="json",
+                             HTTP_X_FENCING_TOKEN=body["fencing_token"]).json()
+        path = target["url"].split("://", 1)[1].split("/", 1)[1]
+        assert APIClient().put("/" + path, data, content_type="application/octet-stream").status_code == 201
+        reported.append({"name": name, "key": target["key"], "size": len(data), "sha256": sha256(data)})
+    done = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/complete",
+                       {"exit_code": exit_code, "outputs": reported}, format="json",
+                       HTTP_X_FENCING_TOKEN=body["fencing_token"])
+    assert done.status_code == 200, done.content
+    return body
+
+
 def ran_for(attempt_id, seconds: float) -> None:
     """Backdate an attempt's start: the portal caps reported CPU/GPU time by the attempt's wall time."""
     from datetime import timedelta

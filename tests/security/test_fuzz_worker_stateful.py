@@ -20,8 +20,6 @@ import os
 import uuid
 
 import pytest
-from django.core import signals
-from django.db import close_old_connections
 from django.test import Client
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -31,6 +29,7 @@ from rest_framework.test import APIClient
 from jobs import services
 from jobs.models import Attempt, EnrollmentToken, Institution, Job, Membership
 from tests.conftest import CPU_CAPS, _make_user
+from tests.security.test_fuzz_api import in_process  # noqa: F401 - a fixture: requests in the test's transaction
 
 pytestmark = pytest.mark.django_db
 
@@ -190,23 +189,14 @@ class WorkerSide(RuleBasedStateMachine):
 
 
 @pytest.fixture
-def in_process(db):
-    """Requests run inside the test's transaction (see test_fuzz_api.py)."""
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
-
-
-@pytest.fixture
 def settings_override(settings):
     settings.LOCUS_SELFTEST_ON_ENROLL = False
     settings.LOCUS_MAX_ACTIVE_JOBS = 10_000
     return settings
 
 
-def test_no_sequence_of_worker_calls_fails_or_breaks_a_later_read(in_process, settings_override):
+@pytest.mark.usefixtures("in_process")
+def test_no_sequence_of_worker_calls_fails_or_breaks_a_later_read(settings_override):
     WorkerSide.TestCase.settings = settings(max_examples=MAX_EXAMPLES, stateful_step_count=STEPS, deadline=None,
                                             database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     WorkerSide.TestCase().runTest()

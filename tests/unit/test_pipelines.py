@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 from django.core import mail
-from rest_framework.test import APIClient
 
 from algorithms import registry as reg
 from jobs import pipelines, services, tasks
 from jobs.models import Job
 from jobs.registry import get_registry
-from tests.conftest import sha256
+from tests.conftest import play_attempt
 
 pytestmark = pytest.mark.django_db
 
@@ -64,24 +63,6 @@ def movie(dataset):
     return services.add_file(dataset, "movie.tif", io.BytesIO(b"II*\x00movie"))
 
 
-def run_step(worker, job: Job, outputs: dict[str, bytes], exit_code: int = 0):
-    """Claim a step's job, upload `outputs` and complete it, as the agent does."""
-    body = worker.post(f"/api/v1/worker/jobs/{job.pk}/claim").json()
-    reported = []
-    for name, data in outputs.items():
-        target = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/outputs",
-                             {"name": name, "size": len(data), "sha256": sha256(data)}, format="json",
-                             HTTP_X_FENCING_TOKEN=body["fencing_token"]).json()
-        path = target["url"].split("://", 1)[1].split("/", 1)[1]
-        assert APIClient().put("/" + path, data, content_type="application/octet-stream").status_code == 201
-        reported.append({"name": name, "key": target["key"], "size": len(data), "sha256": sha256(data)})
-    done = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/complete",
-                       {"exit_code": exit_code, "outputs": reported}, format="json",
-                       HTTP_X_FENCING_TOKEN=body["fencing_token"])
-    assert done.status_code == 200, done.content
-    return body
-
-
 def submit_chain(api, movie, capture) -> Job:
     with capture(execute=True):
         response = api.post("/api/v1/jobs/", {"application": "pipeline", "entrypoint": "chain", "notify": "always",
@@ -104,20 +85,20 @@ def test_each_step_starts_when_the_one_before_succeeded_with_its_outputs_as_inpu
     assert [f.pk for f in first.inputs.all()] == [movie.pk] and first.notify == "never"
 
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, first, {"copy-movie.tif": b"II*\x00movie", "checksums.json": b"{}", "log.txt": b"x"})
+        play_attempt(worker, first, {"copy-movie.tif": b"II*\x00movie", "checksums.json": b"{}", "log.txt": b"x"})
     second = step(pipeline, "second")
     assert [f.output_path for f in second.inputs.all()] == ["copy-movie.tif"]  # the pattern, not log.txt
     assert [f.job_id for f in second.inputs.all()] == [first.pk]
     assert not pipeline.steps.filter(step="report").exists()  # it needs `second` too
 
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, second, {"checksums.json": b'{"second": 1}'})
+        play_attempt(worker, second, {"checksums.json": b'{"second": 1}'})
     report = step(pipeline, "report")
     assert sorted((f.job.step, f.name) for f in report.inputs.all()) == [("first", "checksums.json"),
                                                                           ("second", "checksums.json")]
     mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, report, {"checksums.json": b"{}"})
+        play_attempt(worker, report, {"checksums.json": b"{}"})
     pipeline.refresh_from_db()
     assert pipeline.status == "succeeded" and pipeline.progress == 1.0
     assert len(mail.outbox) == 1 and "succeeded" in mail.outbox[0].subject  # the pipeline's, not a step's
@@ -135,9 +116,9 @@ def test_a_failing_step_fails_the_pipeline_naming_it(api, worker, movie, chain_r
                                                       django_capture_on_commit_callbacks):
     pipeline = submit_chain(api, movie, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, step(pipeline, "first"), {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}"})
+        play_attempt(worker, step(pipeline, "first"), {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}"})
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, step(pipeline, "second"), {}, exit_code=1)
+        play_attempt(worker, step(pipeline, "second"), {}, exit_code=1)
     pipeline.refresh_from_db()
     assert pipeline.status == "failed" and pipeline.reason.startswith("step second (diagnostics checksum) failed")
     assert not pipeline.steps.filter(step="report").exists()
@@ -149,7 +130,7 @@ def test_a_step_whose_inputs_were_not_written_fails_the_pipeline_with_the_reason
         api, worker, movie, chain_registry, django_capture_on_commit_callbacks):
     pipeline = submit_chain(api, movie, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, step(pipeline, "first"), {"checksums.json": b"{}"})  # no copy-*.tif
+        play_attempt(worker, step(pipeline, "first"), {"checksums.json": b"{}"})  # no copy-*.tif
     pipeline.refresh_from_db()
     assert pipeline.status == "failed"
     assert pipeline.reason.startswith("step second could not start: inputs.files: needs at least 1 file(s), got 0")
@@ -176,9 +157,9 @@ def test_rerun_from_a_step_reuses_the_steps_before_it(api, worker, movie, chain_
     pipeline = submit_chain(api, movie, django_capture_on_commit_callbacks)
     first = step(pipeline, "first")
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, first, {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}"})
+        play_attempt(worker, first, {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}"})
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, step(pipeline, "second"), {}, exit_code=1)
+        play_attempt(worker, step(pipeline, "second"), {}, exit_code=1)
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/v1/jobs/{pipeline.pk}/rerun/", {"from_step": "second"}, format="json")
     assert response.status_code == 201, response.content
@@ -195,7 +176,7 @@ def test_rerun_from_a_step_reuses_the_steps_before_it(api, worker, movie, chain_
 def test_the_sweep_advances_a_pipeline_whose_doorbell_was_lost(api, worker, movie, chain_registry,
                                                                django_capture_on_commit_callbacks):
     pipeline = submit_chain(api, movie, django_capture_on_commit_callbacks)
-    run_step(worker, step(pipeline, "first"), {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}"})
+    play_attempt(worker, step(pipeline, "first"), {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}"})
     assert not pipeline.steps.filter(step="second").exists()  # no commit callbacks: the doorbell was lost
     with django_capture_on_commit_callbacks(execute=True):
         tasks.sweep_leases()
@@ -265,7 +246,7 @@ def test_the_pipeline_page_shows_the_chain_and_every_steps_outputs_and_reruns_fr
     pipeline = submit_chain(api, movie, django_capture_on_commit_callbacks)
     png = b"\x89PNG\r\n\x1a\n" + b"0" * 16
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, step(pipeline, "first"), {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}",
+        play_attempt(worker, step(pipeline, "first"), {"copy-movie.tif": b"II*\x00", "checksums.json": b"{}",
                                                    "drift.png": png})
     browser = Client()
     browser.force_login(user)
@@ -278,7 +259,7 @@ def test_the_pipeline_page_shows_the_chain_and_every_steps_outputs_and_reruns_fr
     assert 'id="pipeline-link"' in step_page and f"/jobs/{pipeline.pk}/" in step_page
 
     with django_capture_on_commit_callbacks(execute=True):
-        run_step(worker, step(pipeline, "second"), {}, exit_code=1)
+        play_attempt(worker, step(pipeline, "second"), {}, exit_code=1)
     page = browser.get(f"/jobs/{pipeline.pk}/").content.decode()
     assert 'id="rerun-from-second"' in page
     with django_capture_on_commit_callbacks(execute=True):

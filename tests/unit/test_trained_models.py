@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from jobs import services
 from jobs.models import Dataset, Institution, Job, Membership, TrainedModel
-from tests.conftest import GPU16_CAPS, _enrolled_worker, sha256
+from tests.conftest import GPU16_CAPS, _enrolled_worker, play_attempt
 
 pytestmark = pytest.mark.django_db
 
@@ -37,25 +37,9 @@ def train(user, retrain: bool = False, **params) -> Job:
     return job
 
 
-def run(worker, job: Job, outputs: dict[str, bytes]) -> None:
-    body = worker.post(f"/api/v1/worker/jobs/{job.pk}/claim").json()
-    reported = []
-    for name, data in outputs.items():
-        target = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/outputs",
-                             {"name": name, "size": len(data), "sha256": sha256(data)}, format="json",
-                             HTTP_X_FENCING_TOKEN=body["fencing_token"]).json()
-        path = target["url"].split("://", 1)[1].split("/", 1)[1]
-        assert APIClient().put("/" + path, data, content_type="application/octet-stream").status_code == 201
-        reported.append({"name": name, "key": target["key"], "size": len(data), "sha256": sha256(data)})
-    done = worker.post(f"/api/v1/worker/attempts/{body['attempt_id']}/complete",
-                       {"exit_code": 0, "outputs": reported}, format="json",
-                       HTTP_X_FENCING_TOKEN=body["fencing_token"])
-    assert done.status_code == 200, done.content
-
-
 def trained(user, worker, **params) -> TrainedModel:
     job = train(user, **params)
-    run(worker, job, {"model.pt": MODEL, "train_history.json": json.dumps(HISTORY).encode()})
+    play_attempt(worker, job, {"model.pt": MODEL, "train_history.json": json.dumps(HISTORY).encode()})
     return TrainedModel.objects.get(train_job=job)
 
 
