@@ -119,13 +119,17 @@ def plot_drift(result: DriftResult, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     params = read_params(args.params)
+    # Reading the table, not estimating: the pixel size of a table in pixels that does not say it.
+    flag = getattr(args, "px_size", None)
+    px_size_nm = params.pop("px_size_nm", None) if flag is None else flag
+    params.pop("px_size_nm", None)
     try:
         cp = CometParams.from_dict(params)
     except (TypeError, ValueError) as exc:
         raise BadInput(f"bad parameters: {exc}") from None
     locs_path = _find_locs(args)
     progress(0.0, "read", file=locs_path.name)
-    table, fmt = read_table(locs_path, px_size_nm=getattr(args, "px_size", None))
+    table, fmt = read_table(locs_path, px_size_nm=px_size_nm)
     validate_table(table)
     pos, sigma = _arrays(table)
     progress(0.05, "estimate", localizations=len(table), dims=pos.shape[1])

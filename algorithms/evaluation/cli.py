@@ -26,7 +26,7 @@ def compare(argv):
     ap.add_argument("--axial-nm", type=float)
     args = ap.parse_args(argv)
     params = read_params(args.params)
-    unknown = set(params) - {"method", "lateral_nm", "axial_nm"}
+    unknown = set(params) - {"method", "lateral_nm", "axial_nm", "px_size_nm"}
     if unknown:
         raise BadInput(f"unknown parameter(s): {', '.join(sorted(unknown))}")
 
@@ -40,7 +40,9 @@ def compare(argv):
         return files[0]
 
     try:
-        truth, pred = read_table(slot("truth", args.truth)), read_table(slot("pred", args.pred))
+        px = params.get("px_size_nm")  # for tables in pixels that do not say their pixel size
+        truth = read_table(slot("truth", args.truth), px_size_nm=px)
+        pred = read_table(slot("pred", args.pred), px_size_nm=px)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     out = evaluate(truth, pred, method=args.method or params.get("method", "hungarian"),

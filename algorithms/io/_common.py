@@ -18,7 +18,9 @@ def bad(path: Path | str, problem: str) -> BadInput:
 def need_px_size(path: Path | str, px_size_nm: float | None, why: str) -> float:
     """The pixel size (nm) a conversion needs; a missing or non-positive one is the user's to give."""
     if px_size_nm is None:
-        raise bad(path, f"{why}; its pixel size is unknown, pass --px-size NM")
+        # Said for both ways in: the job form's field and the command line's flag.
+        raise bad(path, f"{why}; its pixel size is unknown: give the camera pixel size (Camera pixel size "
+                        "(nm) in the job's form, px_size_nm in its parameters, --px-size NM on the command line)")
     px = float(px_size_nm)
     if not np.isfinite(px) or px <= 0:
         raise bad(path, f"pixel size must be a positive number of nm, got {px_size_nm!r}")

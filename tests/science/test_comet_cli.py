@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from algorithms.cli import BadInput
 from algorithms.comet.estimate import CometParams
 from algorithms.comet.run import main
 from algorithms.comet.simulate import drift_rmse, simulate_localizations
@@ -73,10 +74,12 @@ def test_registry_form_reads_the_table_from_inputs_locs(tmp_path, sim):
 
 def test_params_schema_matches_the_estimator_parameters():
     schema = json.loads((ROOT / "algorithms" / "schemas" / "comet_run.json").read_text())
-    assert set(schema["properties"]) == {f.name for f in fields(CometParams)}
+    # px_size_nm is for reading the table (in pixels, without its pixel size), not for the estimator.
+    assert set(schema["properties"]) == {f.name for f in fields(CometParams)} | {"px_size_nm"}
     defaults = CometParams()
     for name, prop in schema["properties"].items():
-        assert prop["default"] == getattr(defaults, name), name
+        if name != "px_size_nm":
+            assert prop["default"] == getattr(defaults, name), name
 
 
 def _write_csv(path: Path, header: str, rows: list[str]) -> Path:
@@ -120,3 +123,22 @@ def test_unknown_parameter_is_bad_input(tmp_path, sim, capsys):
     code = run_main(main, ["run", "--locs", str(tmp_path / "t.csv"), "--outputs", str(tmp_path / "o"),
                            "--params", str(tmp_path / "p.json")])
     assert code == 2 and "unknown parameter(s): sigma" in capsys.readouterr().err
+
+
+def test_a_table_in_pixels_takes_its_pixel_size_from_the_job_parameters(tmp_path):
+    """The form's Camera pixel size reaches the reader (it was a command-line flag only)."""
+    rng = np.random.default_rng(1)
+    rows = [f"{f},{x:.3f},{y:.3f}" for f, x, y in zip(rng.integers(1, 401, 3000), rng.uniform(0, 100, 3000),
+                                                     rng.uniform(0, 100, 3000), strict=True)]
+    inputs = tmp_path / "in"
+    (inputs / "locs").mkdir(parents=True)
+    _write_csv(inputs / "locs" / "px.csv", "frame,x [px],y [px]", rows)
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"knot_frames": 100}))
+    args = ["run", "--inputs", str(inputs), "--outputs", str(tmp_path / "out"), "--params", str(params)]
+    with pytest.raises(BadInput, match="Camera pixel size"):  # refused, saying how to give it in the form
+        main(args)
+    params.write_text(json.dumps({"knot_frames": 100, "px_size_nm": 107.0}))
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["input"] == "px.csv"

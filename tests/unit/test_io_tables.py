@@ -207,7 +207,7 @@ def test_thunderstorm_with_and_without_quotes(tmp_path):
 def test_thunderstorm_px_units_need_pixel_size(tmp_path):
     path = tmp_path / "px.csv"
     path.write_text('"frame","x [px]","y [px]"\n1,2.5,3\n')
-    with pytest.raises(BadInput, match=r"px.csv: .*pass --px-size"):
+    with pytest.raises(BadInput, match=r"px.csv: .*Camera pixel size \(nm\) in the job's form.*--px-size NM"):
         read_table(path)
     table = read_table(path, px_size_nm=100)
     np.testing.assert_allclose(table["x"], [250.0])
