@@ -15,13 +15,34 @@ SHOWN_PARAMS = ("mode", "channels", "three_d", "camera", "px_size_nm", "psf_sigm
                 "density_per_um2", "features", "epochs", "steps_per_epoch")
 
 
+# The validation figures a scientist looks at first, with their names; a training history's val_* and loss next.
+KEY_METRICS = (("jaccard", "JI"), ("rmse_lat", "lateral RMSE (nm)"), ("rmse_lat_over_crlb", "RMSE / √CRLB"),
+               ("precision", "precision"), ("recall", "recall"))
+
+
+def _value(value) -> str:
+    """A parameter as a person reads it: ranges as 500–8000, booleans as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        return f"{value[0]:g}–{value[1]:g}"
+    return str(value)
+
+
+def _metrics(metrics: dict) -> list[tuple[str, float]]:
+    shown = [(label, metrics[key]) for key, label in KEY_METRICS if key in metrics]
+    shown += [(key.replace("_", " "), value) for key, value in sorted(metrics.items())
+              if key.startswith("val_") or key == "loss"]
+    return shown[:6]
+
+
 @require_GET
 @login_required
 def model_list(request):
     models = list(trained_models.visible(request.user).select_related("owner", "file", "train_job"))
     rows = [{"model": m, "mine": m.owner_id == request.user.pk,
-             "params": [(k, m.params[k]) for k in SHOWN_PARAMS if k in m.params],
-             "metrics": sorted(m.metrics.items())} for m in models]
+             "params": [(k.replace("_", " "), _value(m.params[k])) for k in SHOWN_PARAMS if k in m.params],
+             "metrics": _metrics(m.metrics)} for m in models]
     return render(request, "portal/models/list.html", {"rows": rows, "visibility": TrainedModel.Visibility.choices})
 
 

@@ -253,6 +253,7 @@ def test_the_pipeline_page_shows_the_chain_and_every_steps_outputs_and_reruns_fr
     page = browser.get(f"/jobs/{pipeline.pk}/").content.decode()
     assert 'id="steps-table"' in page and 'id="step-first"' in page and 'id="step-report"' in page
     assert "drift.png" in page  # a step's image shows on the pipeline's page
+    assert 'id="pipeline-log-note"' in page and "A pipeline runs nothing itself" in page
     live = browser.get(f"/jobs/{pipeline.pk}/live/").json()
     assert "status-waiting" in live["sections"]["steps"] and "status-queued" in live["sections"]["steps"]
     step_page = browser.get(f"/jobs/{step(pipeline, 'first').pk}/").content.decode()

@@ -111,7 +111,7 @@ def test_the_models_page_lists_shares_and_removes(user, gpu_worker):
     browser = Client()
     browser.force_login(user)
     page = browser.get("/models/").content.decode()
-    assert f'id="model-{model.pk}"' in page and "val_ji 0.93" in page and "training job" in page
+    assert f'id="model-{model.pk}"' in page and "val ji <strong>0.930</strong>" in page and "training job" in page
     assert browser.post(f"/models/{model.pk}/share/", {"visibility": "public"}).status_code == 302
     assert TrainedModel.objects.get(pk=model.pk).visibility == "public"
     assert browser.post(f"/models/{model.pk}/delete/").status_code == 302
