@@ -105,16 +105,16 @@ def advance(pipeline_id) -> str | None:
 
 
 def advance_running() -> int:
-    """The sweep's pass: advance every running pipeline (a doorbell may have been lost). Returns how many."""
-    count = 0
+    """The sweep's pass: advance every running pipeline (a doorbell may have been lost). Returns how many
+    ended in this pass (the sweep logs only passes that did something)."""
+    ended = 0
     for pipeline_id in Job.objects.filter(queue=PIPELINE_QUEUE, status=Job.Status.RUNNING).values_list(
             "pk", flat=True):
         try:
-            advance(pipeline_id)
-            count += 1
+            ended += advance(pipeline_id) != Job.Status.RUNNING
         except Exception:  # noqa: BLE001 - one broken pipeline must not stop the sweep for the others
             log.exception("could not advance pipeline %s", pipeline_id)
-    return count
+    return ended
 
 
 def downstream(pipeline: Job, step: str) -> set[str]:

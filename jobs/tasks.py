@@ -46,7 +46,7 @@ def sweep_leases() -> dict[str, int]:
     """Expire leases, requeue or fail their jobs, flag unschedulable jobs, re-send stale messages, drop
     abandoned uploads."""
     result = {**services.sweep(), "uploads_expired": uploads.expire_stale(),
-              "pipelines": pipelines.advance_running()}
+              "pipelines_ended": pipelines.advance_running()}
     if any(result.values()):
         log.info("sweep: %s", result)
     return result
