@@ -12,6 +12,10 @@ from typing import Any
 
 from algorithms.registry import number
 
+MAX_GPUS = 64
+MAX_CPUS = 65536
+MAX_MEMORY_GB = 1e6  # a petabyte of RAM or GPU memory: far above any machine, far below overflow
+MAX_GPU_NAME, MAX_COMPUTE_CAPABILITY = 200, 32
 TEXT_FIELDS = {"hostname": 200, "platform": 500, "python": 50, "code_version": 100, "agent_version": 50}
 
 
@@ -24,11 +28,12 @@ def normalise(raw: Any) -> dict[str, Any]:
     raw = raw if isinstance(raw, dict) else {}
     gpus = raw.get("gpus") if isinstance(raw.get("gpus"), list) else []
     caps: dict[str, Any] = {
-        "cpu_count": int(min(number(raw.get("cpu_count")), 65536)),
-        "memory_gb": min(number(raw.get("memory_gb")), 1e6),
-        "gpus": [{"name": _text(g.get("name"), 200), "memory_gb": min(number(g.get("memory_gb")), 1e6),
-                  "compute_capability": _text(g.get("compute_capability"), 32) or None}
-                 for g in gpus[:64] if isinstance(g, dict)],
+        "cpu_count": int(min(number(raw.get("cpu_count")), MAX_CPUS)),
+        "memory_gb": min(number(raw.get("memory_gb")), MAX_MEMORY_GB),
+        "gpus": [{"name": _text(g.get("name"), MAX_GPU_NAME),
+                  "memory_gb": min(number(g.get("memory_gb")), MAX_MEMORY_GB),
+                  "compute_capability": _text(g.get("compute_capability"), MAX_COMPUTE_CAPABILITY) or None}
+                 for g in gpus[:MAX_GPUS] if isinstance(g, dict)],
     }
     caps.update({key: _text(raw.get(key), limit) for key, limit in TEXT_FIELDS.items() if key in raw})
     return caps

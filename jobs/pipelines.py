@@ -15,16 +15,15 @@ only delays a pipeline by one sweep.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
 from typing import Any
 
 from django.db import transaction
 
-from algorithms.pipelines import INPUT
+from algorithms.pipelines import INPUT, Source
 from algorithms.pipelines import QUEUE as PIPELINE_QUEUE
 from jobs import services, states
-from jobs.models import File, Job
+from jobs.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,6 @@ def step_jobs(pipeline: Job) -> dict[str, Job]:
     return {name: found[name] for name in order if name in found}  # in the pipeline's order
 
 
-def _matching_outputs(job: Job, pattern: str) -> list[File]:
-    return [f for f in job.outputs.all().order_by("key") if fnmatch.fnmatchcase(f.output_path, pattern)]
-
-
 def _step_inputs(pipeline: Job, step: dict[str, Any], jobs: dict[str, Job]) -> dict[str, list[str]]:
     """File ids for each input slot of `step`: the user's files for `input:` sources, else the outputs of the
     earlier step that match the pattern (each file once, in order)."""
@@ -50,10 +45,10 @@ def _step_inputs(pipeline: Job, step: dict[str, Any], jobs: dict[str, Job]) -> d
     inputs = {}
     for slot, sources in step["inputs"].items():
         ids: list[str] = []
-        for source in sources:
-            name, _, pattern = source.partition(":")
-            found = given.get(pattern, []) if name == INPUT else [str(f.pk) for f in
-                                                                  _matching_outputs(jobs[name], pattern)]
+        for text in sources:
+            source = Source(*text.split(":", 1))
+            found = given.get(source.pattern, []) if source.step == INPUT else [
+                str(f.pk) for f in jobs[source.step].outputs.order_by("key") if source.matches(f.output_path)]
             ids += [i for i in found if i not in ids]
         inputs[slot] = ids
     return inputs

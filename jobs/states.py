@@ -58,7 +58,8 @@ def _finish(job: Job | str, status: str, **fields) -> bool:
         kind_message = {SUCCEEDED: "Job succeeded", FAILED: "Job failed", CANCELLED: "Job cancelled"}
         ev = event(job_id, status, fields.get("reason") or kind_message[status])
         transaction.on_commit(lambda: dispatch.send_notification(job_id, ev.pk))
-        parent_id = Job.objects.filter(pk=job_id).values_list("parent_id", flat=True).first()
+        parent_id = (job.parent_id if isinstance(job, Job)
+                     else Job.objects.filter(pk=job_id).values_list("parent_id", flat=True).first())
         if parent_id:  # a pipeline's step ended: the pipeline may move on (jobs.pipelines.advance)
             transaction.on_commit(lambda: dispatch.advance_pipeline(parent_id))
     return bool(updated)

@@ -104,7 +104,7 @@ def open_file(key: str) -> IO[bytes]:
 def checksum(key: str) -> tuple[int, str]:
     """(size, sha256) of a stored object, by streaming it."""
     sha, size = hashlib.sha256(), 0
-    with default_storage.open(key, "rb") as fh:
+    with open_file(key) as fh:
         while chunk := fh.read(CHUNK):
             sha.update(chunk)
             size += len(chunk)

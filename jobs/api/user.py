@@ -262,7 +262,7 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
             files = [(f"{name}/{f.output_path}", f) for name, step in pipelines.step_jobs(job).items()
                      for f in step.outputs.all()]
         else:
-            files = [(_output_path(job, f), f) for f in job.outputs.all()]
+            files = [(f.output_path, f) for f in job.outputs.all()]
         return Response([
             {**FileSerializer(f).data, "path": path,
              "url": request.build_absolute_uri(f"/api/v1/files/{f.pk}/download/")}
@@ -277,7 +277,7 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         detail = job_detail(job)
         spooled = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 - FileResponse closes it
         with zipfile.ZipFile(spooled, "w", zipfile.ZIP_DEFLATED) as zf:
-            outputs = [(_output_path(job, f), f) for f in job.outputs.all()]
+            outputs = [(f.output_path, f) for f in job.outputs.all()]
             manifest = {"job": str(job.pk), "application": job.application, "version": job.version,
                         "entrypoint": job.entrypoint, "code_version": job.spec.get("code_version"),
                         "inputs": job.spec.get("inputs", []), "params": job.params, "status": job.status,
@@ -293,12 +293,6 @@ class JobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         spooled.seek(0)
         return FileResponse(spooled, as_attachment=True, filename=f"locus-job-{job.pk}.zip",
                             content_type="application/zip")
-
-
-def _output_path(job, f) -> str:
-    """An output's path below its attempt's folder (`ch0/locs.csv`): bare names would collide in the zip."""
-    below_job = f.key.partition(f"/jobs/{job.pk}/")[2]  # attempt-N/ch0/locs.csv
-    return below_job.partition("/")[2] or f.name
 
 
 class ApplicationsView(APIView):

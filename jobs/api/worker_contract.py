@@ -15,12 +15,18 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
+from jobs.api.parsers import depth
+from jobs.capabilities import (
+    MAX_COMPUTE_CAPABILITY,
+    MAX_CPUS,
+    MAX_GPU_NAME,
+    MAX_GPUS,
+    MAX_MEMORY_GB,
+    TEXT_FIELDS,
+)
 from jobs.textsafe import MAX_DEPTH, clean_json, clean_text
 
 INT32 = 2**31 - 1
-MAX_GPUS = 64
-MAX_CPUS = 65536
-MAX_MEMORY_GB = 1e6  # a petabyte of RAM or GPU memory: far above any machine, far below overflow
 MAX_SECONDS = 1e9  # about 32 years of CPU time for one attempt
 MAX_PROGRESS_BYTES = 64 * 1024
 MAX_LOG_CHARS = 1024 * 1024  # the agent sends 256 k characters at a time (workers.runner)
@@ -42,9 +48,9 @@ def _short(max_length: int = 200, **kwargs) -> CleanCharField:
 
 
 class GpuSerializer(serializers.Serializer):
-    name = _short()
+    name = _short(MAX_GPU_NAME)
     memory_gb = serializers.FloatField(min_value=0, max_value=MAX_MEMORY_GB)
-    compute_capability = _short(32, allow_null=True)
+    compute_capability = _short(MAX_COMPUTE_CAPABILITY, allow_null=True)
 
 
 class CapabilitiesSerializer(serializers.Serializer):
@@ -53,11 +59,11 @@ class CapabilitiesSerializer(serializers.Serializer):
     cpu_count = serializers.IntegerField(min_value=0, max_value=MAX_CPUS, required=False)
     memory_gb = serializers.FloatField(min_value=0, max_value=MAX_MEMORY_GB, required=False)
     gpus = serializers.ListField(child=GpuSerializer(), max_length=MAX_GPUS, required=False)
-    hostname = _short()
-    platform = _short(500)
-    python = _short(50)
-    code_version = _short(100)
-    agent_version = _short(50)
+    hostname = _short(TEXT_FIELDS["hostname"])
+    platform = _short(TEXT_FIELDS["platform"])
+    python = _short(TEXT_FIELDS["python"])
+    code_version = _short(TEXT_FIELDS["code_version"])
+    agent_version = _short(TEXT_FIELDS["agent_version"])
 
 
 class ProgressField(serializers.DictField):
@@ -69,7 +75,7 @@ class ProgressField(serializers.DictField):
 
     def to_internal_value(self, data):
         value = _finite_json(clean_json(super().to_internal_value(data)))
-        if _depth(value) > MAX_DEPTH:
+        if depth(value) > MAX_DEPTH:
             raise serializers.ValidationError(f"nested deeper than {MAX_DEPTH} levels")
         size = len(json.dumps(value, ensure_ascii=False).encode())
         if size > MAX_PROGRESS_BYTES:
@@ -85,14 +91,6 @@ def _finite_json(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite_json(v) for v in value]
     return value
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
 
 
 class EnrollRequest(serializers.Serializer):
