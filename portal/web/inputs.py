@@ -1,5 +1,5 @@
 """Files as job inputs in the browser: the input pickers of the new-job form (uploads grouped by dataset,
-job outputs grouped by job), placing offered files in the slots that take them ("New job with these files",
+job outputs grouped by job, trained models from the model registry), placing offered files in the slots that take them ("New job with these files",
 "Use as input…"), and the entrypoints an output can go to next.
 
 Outputs are files like any other (design §9): a picker offers every ready file of the user's whose suffix the
@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import services, siblings
+from jobs import services, siblings, trained_models
 from jobs.models import File, Job
 from jobs.registry import get_registry
 
@@ -38,11 +38,12 @@ class Choice:
     file: File
     checked: bool
     with_sibling: str = ""  # name of the file that travels with it
+    label: str = ""  # what the picker shows, when not the file's name (a model's name)
 
 
 @dataclass
 class Group:
-    key: str  # "dataset-<id>" | "job-<id>"
+    key: str  # "dataset-<id>" | "job-<id>" | "models"
     label: str
     choices: list[Choice]
     link: str = ""
@@ -58,13 +59,18 @@ class Slot:
     suffixes: str
     uploads: list[Group] = field(default_factory=list)
     outputs: list[Group] = field(default_factory=list)
+    models: list[Group] = field(default_factory=list)
     more_outputs: bool = False
     error: str = ""
     ambiguous: list[File] = field(default_factory=list)  # offered files that fit, more than it takes
 
     @property
     def total(self) -> int:
-        return sum(len(g.choices) for g in (*self.uploads, *self.outputs))
+        return sum(len(g.choices) for g in self.groups)
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return (*self.models, *self.uploads, *self.outputs)
 
 
 def _fits(slot, f: File) -> bool:
@@ -88,12 +94,26 @@ def candidate_files(user, selected_ids: set[str]) -> tuple[list[File], list[File
     return uploads, outputs, more
 
 
+def model_choices(user, slot, chosen: set[str]) -> list[Choice]:
+    """The registry's models `user` may fit with (theirs, shared, bundled) for a slot that takes their file;
+    the only one is ticked when the slot needs one and has none (a first user localizes with the bundled
+    model without looking for it)."""
+    models = [m for m in trained_models.visible(user).select_related("file")
+              if m.file.status == File.Status.READY and _fits(slot, m.file)]
+    choices = [Choice(m.file, str(m.file_id) in chosen, label=m.name) for m in models]
+    if len(choices) == 1 and not chosen and slot.min_count >= 1:
+        choices[0].checked = True
+    return choices
+
+
 def build_slots(user, entry, selected: dict[str, set[str]], errors: dict[str, str] | None = None,
                 placement: Placement | None = None) -> list[Slot]:
     """The pickers of `entry`'s input slots, with `selected` ({slot: {file ids}}) checked; a slot that more
     offered files fit than it takes (`placement.ambiguous`) names them and opens their groups."""
     ambiguous = placement.ambiguous if placement else {}
     uploads, outputs, more = candidate_files(user, set().union(*selected.values()) if selected else set())
+    models = {m.file_id for m in trained_models.visible(user)}
+    outputs = [f for f in outputs if f.pk not in models]  # offered under Models, by name
     pairs = siblings.pairs(uploads) + siblings.pairs(outputs)
     sibling_name = {f.pk: s.name for f, s in pairs}
     travelling = {s.pk: f for f, s in pairs}
@@ -110,6 +130,8 @@ def build_slots(user, entry, selected: dict[str, set[str]], errors: dict[str, st
                  more_outputs=more, error=(errors or {}).get(slot.name, ""),
                  ambiguous=ambiguous.get(slot.name, []))
         offered_here = {f.pk for f in s.ambiguous}
+        if slot.suffixes and (choices := model_choices(user, slot, chosen)):
+            s.models.append(Group("models", "Models", choices, link=reverse("models")))
         for files in by_dataset.values():
             if group := _choices(slot, files, chosen, travelling, sibling_name):
                 d = files[0].dataset
@@ -121,7 +143,7 @@ def build_slots(user, entry, selected: dict[str, set[str]], errors: dict[str, st
                 s.outputs.append(Group(f"job-{job.pk}", job_label(job), group,
                                        link=reverse("job-page", kwargs={"job_id": job.pk})))
         small = s.total <= OPEN_ALL_BELOW
-        for g in (*s.uploads, *s.outputs):
+        for g in s.groups:
             g.open = small or any(c.checked or c.file.pk in offered_here for c in g.choices)
         slots.append(s)
     return slots
@@ -143,10 +165,12 @@ def _choices(slot, files: list[File], chosen: set[str], travelling: dict, siblin
 # --- files offered by a link ("New job with these files", "Use as input…") -------------------------------
 
 def offered_files(user, query) -> list[File]:
-    """The user's ready files a link offers: `file=<id>` (repeatable), `job=<id>` (its outputs; a pipeline's,
-    its steps' outputs) or `dataset=<id>` (its files), in that order; ids not the user's are ignored."""
+    """The user's ready files a link offers: `file=<id>` (repeatable; also a model the user may fit with),
+    `job=<id>` (its outputs; a pipeline's, its steps' outputs) or `dataset=<id>` (its files), in that order;
+    other ids are ignored."""
     ids = [i for i in (services.parse_uuid(v) for v in query.getlist("file")) if i]
-    found = {f.pk: f for f in File.objects.filter(pk__in=ids, owner=user, status=File.Status.READY)}
+    usable = Q(owner=user) | Q(trained_model__in=trained_models.visible(user))
+    found = {f.pk: f for f in File.objects.filter(usable, pk__in=ids, status=File.Status.READY)}
     files = [found[i] for i in dict.fromkeys(ids) if i in found]
     ready = File.objects.filter(owner=user, status=File.Status.READY)
     if job := services.parse_uuid(query.get("job")):

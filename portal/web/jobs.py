@@ -97,11 +97,12 @@ def _own_job(request, job_id) -> Job:
                              pk=job_id, owner=request.user)
 
 
-def _sections(job: Job) -> dict[str, str]:
+def _sections(request, job: Job) -> dict[str, str]:
+    """The page's live parts, rendered with the request: their forms ("Re-run from here") need its CSRF token."""
     outputs = _outputs(job)
     context = {"job": job, "outputs": outputs, "previews": _previews(outputs), "qc": _qc(outputs),
                "chain": pipelines.chain(job) if job.queue == PIPELINE_QUEUE else None}
-    return {name: render_to_string(f"portal/jobs/_{name}.html", context)
+    return {name: render_to_string(f"portal/jobs/_{name}.html", context, request=request)
             for name in ("attempts", "events", "outputs", "qc", "steps")}
 
 
@@ -248,7 +249,7 @@ def job_page(request, job_id):
     job = _own_job(request, job_id)
     entry = _entry_or_none(job)
     return render(request, "portal/jobs/detail.html", {
-        "job": job, "row": job_row(job), "entry": entry, "sections": _sections(job), "params_json": json.dumps(job.params, indent=2),
+        "job": job, "row": job_row(job), "entry": entry, "sections": _sections(request, job), "params_json": json.dumps(job.params, indent=2),
         "params_table": json_table(job.params),
         "inputs": job.spec.get("inputs", []), "notify_label": notifications.label(job.notify),
     })
@@ -279,7 +280,7 @@ def job_log(request, job_id):
 def job_live(request, job_id):
     """Polled by the job page: status, progress and the timeline sections, rendered by the same templates."""
     job = _own_job(request, job_id)
-    return JsonResponse({**job_row(job), "log_size": job.log_size, "sections": _sections(job),
+    return JsonResponse({**job_row(job), "log_size": job.log_size, "sections": _sections(request, job),
                          "cancellable": not job.is_terminal})
 
 

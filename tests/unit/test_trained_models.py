@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from jobs import services
 from jobs.models import Dataset, Institution, Job, Membership, TrainedModel
+from jobs.trained_models import register_bundled
 from tests.conftest import GPU16_CAPS, _enrolled_worker, play_attempt
 
 pytestmark = pytest.mark.django_db
@@ -129,8 +130,6 @@ def test_a_pipelines_train_step_is_answered_from_the_registry(user, gpu_worker, 
 
 
 def test_the_bundled_model_is_registered_once_public_and_fittable(user, dataset):
-    from jobs.trained_models import register_bundled
-
     first = register_bundled()
     assert [m.name for m in first] == ["generic-2d-emccd (bundled)"]
     assert register_bundled() == first and TrainedModel.objects.count() == 1  # idempotent
@@ -154,3 +153,26 @@ def test_the_train_form_offers_train_again_and_rerun_trains_again(user, gpu_work
     assert browser.post(f"/jobs/{model.train_job_id}/rerun/").status_code == 302
     again = Job.objects.filter(application="decode-plex").exclude(pk=model.train_job_id).get()
     assert again.status == "queued"  # trained again, not answered with its own model
+
+
+def test_the_fit_pickers_offer_the_models_a_user_may_use_by_name_and_no_other(user, other_user, gpu_worker):
+    [bundled] = register_bundled()
+    private = trained(other_user, gpu_worker)
+    browser = Client()
+    browser.force_login(user)
+    form = browser.get("/jobs/new/?application=pipeline&entrypoint=localize").content.decode()
+    assert 'data-group="models"' in form and f'value="{bundled.file_id}"' in form
+    assert f'value="{private.file_id}"' not in form  # bob's private model is not offered
+    assert f'data-label="{bundled.name}" checked' in form  # the only model, in a slot that needs one
+
+    mine = trained(user, gpu_worker)
+    form = browser.get("/jobs/new/?application=decode-plex&entrypoint=fit").content.decode()
+    assert f'value="{mine.file_id}"' in form and form.count(f'value="{mine.file_id}"') == 1  # not also as output
+    assert f'data-label="{mine.name}" checked' not in form and f'data-label="{bundled.name}" checked' not in form
+
+    # "localize a movie with it" on the Models page puts the model in its slot; another's private model is ignored
+    page = browser.get("/models/").content.decode()
+    assert f"application=pipeline&entrypoint=localize&file={bundled.file_id}" in page
+    picked = browser.get(f"/jobs/new/?application=pipeline&entrypoint=localize&file={mine.file_id}"
+                         f"&file={private.file_id}").content.decode()
+    assert f'data-label="{mine.name}" checked' in picked and f'value="{private.file_id}"' not in picked
