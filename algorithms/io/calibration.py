@@ -398,6 +398,25 @@ def write_uipsf_h5(
 MAX_BEAD_STACK_VOXELS = 1024 * 512 * 512  # 2 GB as float64: far above a real bead z-stack
 
 
+def _refuse_unless_one_bead(path: Path, stack: np.ndarray) -> None:
+    """A bead stack's signal sits around one spot; a blinking movie's is spread over the frame. Without this
+    a movie given as a calibration would become a meaningless "PSF" without a word."""
+    projection = np.clip(stack.sum(axis=0) - np.median(stack.sum(axis=0)), 0.0, None)
+    total = projection.sum()
+    if total <= 0:
+        raise CalibrationError(f"{path.name}: a bead stack has a bright bead; this stack has no signal above "
+                               "its background")
+    ny, nx = projection.shape
+    row, col = np.unravel_index(int(np.argmax(projection)), projection.shape)
+    radius = max(4.0, min(ny, nx) / 4)
+    rr, cc = np.ogrid[:ny, :nx]
+    near = projection[(rr - row) ** 2 + (cc - col) ** 2 <= radius**2].sum() / total
+    if near < 0.5:
+        raise CalibrationError(
+            f"{path.name}: does not look like a bead z-stack (one bead, centred): only {near:.0%} of its signal "
+            f"lies within {radius:.0f} px of its brightest spot — is it a movie of blinking emitters?")
+
+
 def read_bead_stack(path: str | Path, dz_nm: float = 50.0, focus_index: float | None = None) -> Calibration:
     """A bead z-stack TIFF ``(Nz, Ny, Nx)`` (one bead, centred) → spline PSF normalised at focus."""
     from algorithms.cli import BadInput
@@ -420,6 +439,7 @@ def read_bead_stack(path: str | Path, dz_nm: float = 50.0, focus_index: float | 
         raise CalibrationError(
             f"{p.name}: a bead stack must be (z, y, x) with at least 4 per axis, not {st.shape}"
         )
+    _refuse_unless_one_bead(p, st)
     st = np.clip(st - np.percentile(st, 1.0), 0.0, None)
     psf = spline_from_stack(st, dz_nm, focus_index=focus_index, normalise=True)
     psf.meta.update({"source": p.name})

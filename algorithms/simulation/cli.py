@@ -18,8 +18,9 @@ calibration); ``transforms`` (3 × 3 per channel, channel → reference, sensor 
 ``roi_offsets`` ([[row, col], ...] of each channel's frame on the sensor); ``seed``; ``backend``
 (auto | cpu | cuda).
 
-Outputs in ``--outputs``: ``frames.tif`` (uint16 ADU, axes T C Y X), ``truth.csv`` and ``truth.h5`` (frame
-0-based, id, x/y/z nm with x along columns and the frame's top-left corner at 0, photons per channel, dye),
+Outputs in ``--outputs``: ``frames.tif`` (uint16 ADU, axes T C Y X), ``truth.csv`` (a ThunderSTORM table: units in
+the header, frame 1-based) and ``truth.h5`` (a Locus table: frame 0-based) with id, x/y/z nm (x along columns,
+the frame's top-left corner at 0), photons in all and per channel, dye,
 ``preview.png`` and ``simulation.json`` (resolved parameters and counts). Progress: JSON lines on stdout.
 Exit 0 on success, 2 with one line on stderr for bad input.
 """
@@ -27,7 +28,6 @@ Exit 0 on success, 2 with one line on stderr for bad input.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import struct
 import sys
@@ -77,8 +77,10 @@ def png_bytes(img: np.ndarray) -> bytes:
 
 
 def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) -> None:
-    import h5py
     import tifffile
+
+    from algorithms.io.formats import write_table
+    from algorithms.io.table import LocTable
 
     adu = result.adu
     photons = result.photons
@@ -88,27 +90,13 @@ def write_outputs(result: Any, cfg: Any, outputs: Path, meta: dict[str, Any]) ->
     with atomic_path(outputs / "frames.tif") as tmp:
         tifffile.imwrite(tmp, frames, metadata={"axes": "TCYX"})
     progress(0.9, "write", file="frames.tif")
+    # Through the table writers, so every reader takes the truth like any other table: truth.csv is a
+    # ThunderSTORM table (units in the header, frame 1-based as that format counts), truth.h5 a Locus table.
     truth = result.truth
-    names = list(truth.columns)
-    with atomic_output(outputs / "truth.csv") as fh:
-        fh.write(",".join(names) + "\n")
-        table = (
-            np.column_stack([truth[n].astype(np.float64) for n in names]) if len(truth) else np.zeros((0, 0))
-        )
-        fmt = ["%d" if truth[n].dtype.kind in "iu" else "%.4f" for n in names]
-        buf = io.StringIO()
-        if len(truth):
-            np.savetxt(buf, table, fmt=fmt, delimiter=",")
-        fh.write(buf.getvalue())
-    with atomic_path(outputs / "truth.h5") as tmp, h5py.File(tmp, "w") as f:
-        g = f.create_group("truth")
-        for n in names:
-            g.create_dataset(n, data=truth[n])
-        g.attrs["units"] = json.dumps(
-            {"frame": "0-based", "x": "nm", "y": "nm", "z": "nm", "photons": "photons"}
-        )
-        g.attrs["px_size_nm"] = cfg.px_size_nm
-        g.attrs["seed"] = cfg.seed
+    units = {"dye": "index", **{name: "photons" for name in truth.columns if name.startswith("photons_c")}}
+    truth = LocTable(dict(truth.columns), {**truth.meta, "units": units, "px_size_nm": cfg.px_size_nm})
+    write_table(truth, outputs / "truth.csv", fmt="thunderstorm")
+    write_table(truth, outputs / "truth.h5", fmt="locus")
     n_prev = min(len(photons), 50)
     tiles = [photons[:n_prev, k].max(axis=0) for k in range(photons.shape[1])]
     with atomic_output(outputs / "preview.png", "wb") as fh:

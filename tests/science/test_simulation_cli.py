@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import tifffile
 
 from algorithms.io.calibration import write_smap_3dcal
+from algorithms.io.formats import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,11 +54,16 @@ def test_cli_writes_frames_truth_preview_and_progress(tmp_path, spline, gauss_st
     frames = tifffile.imread(out / "frames.tif")
     assert frames.shape == (30, 2, 40, 48) and frames.dtype == np.uint16
     assert frames.mean() > 100  # baseline 100 ADU plus signal
+    # The truth is a table like any other: both files read back through the table readers, equal.
     head = (out / "truth.csv").read_text().splitlines()
-    assert head[0].split(",")[:5] == ["frame", "id", "x", "y", "z"]
-    with h5py.File(out / "truth.h5", "r") as f:
-        assert len(f["truth/frame"]) == len(head) - 1
-        assert f["truth/x"][:].max() < 48 * 100.0
+    assert head[0].split(",")[:5] == ['"id"', '"frame"', '"x [nm]"', '"y [nm]"', '"z [nm]"']
+    csv_truth, h5_truth = read_table(out / "truth.csv"), read_table(out / "truth.h5")
+    assert len(csv_truth) == len(h5_truth) == len(head) - 1
+    assert h5_truth.meta["source_format"] == "locus" and h5_truth["frame"].min() == 0
+    np.testing.assert_array_equal(csv_truth["frame"], h5_truth["frame"])
+    np.testing.assert_allclose(csv_truth["x"], h5_truth["x"], atol=1e-3)
+    assert h5_truth["x"].max() < 48 * 100.0
+    np.testing.assert_allclose(csv_truth["photons_c0"] + csv_truth["photons_c1"], csv_truth["photons"], rtol=1e-5)
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((out / "simulation.json").read_text())
     assert meta["camera"]["em_gain"] == 300.0
