@@ -5,10 +5,13 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test install install-dev lint services
 
-$(VENV)/.installed: requirements.txt
+# The Python client (client/, its own package with the `locus` command) goes in editable, so the portal's
+# workers and tests use the checkout's copy; setuptools comes with the requirements (torch needs it).
+$(VENV)/.installed: requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./client
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

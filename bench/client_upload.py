@@ -1,4 +1,4 @@
-"""Python client upload speed: `jobs.client.Locus.upload` (resumable chunks, checksum verified by the server)
+"""Python client upload speed: `locus_client.Locus.upload` (resumable chunks, checksum verified by the server)
 against the baseline in the same run, one multipart POST of the whole file with its sha256 (the README's curl).
 
     python bench/client_upload.py [--sizes-mib 16 64 256] [--repeats 3]
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import Stack, reset_database  # noqa: E402
-from jobs.client import Locus  # noqa: E402
+from locus_client import Locus  # noqa: E402
 
 DB_NAME = "locus_clientbench"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -1,6 +1,6 @@
 """HTTP client of the worker API (docs/worker-api.md).
 
-Every call has a timeout and goes through the shared retry policy (`workers.retry`): connection errors,
+Every call has a timeout and goes through the shared retry policy (`locus_client.retry`): connection errors,
 timeouts and 5xx are retried with exponential backoff and full jitter, and a throttled 429 after its
 `Retry-After`, because a portal restart or a burst of throttling must not throw away a ten-hour training
 run's result. Any other 4xx is never retried: it is an answer, not an outage. A 409 means "this attempt (or
@@ -16,8 +16,8 @@ from urllib.parse import urljoin
 
 import requests
 
+from locus_client.retry import TRANSIENT_ERRORS, RetryPolicy
 from workers import __version__
-from workers.retry import TRANSIENT_ERRORS, RetryPolicy
 
 API_PREFIX = "/api/v1/worker/"
 

@@ -112,3 +112,10 @@ def log_in(page, username: str, password: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("button[type=submit]")
+
+
+def choose_files(page, selector: str, *paths: Path | str) -> None:
+    """Pick files in a file input once the page's scripts have run: the scripts sit at the end of the body, so
+    a heading can be visible before the input's listener exists, and a file chosen then is never uploaded."""
+    page.wait_for_load_state("load")
+    page.set_input_files(selector, [str(p) for p in paths])

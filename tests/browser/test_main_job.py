@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from jobs import pipelines, services
 from jobs.models import Dataset, File, Job
 from jobs.trained_models import register_bundled
-from tests.browser.conftest import log_in, shoot
+from tests.browser.conftest import choose_files, log_in, shoot
 from tests.integration.conftest import wait_until
 
 # The fit step asks for a GPU; this agent says it has one and torch, finding none, runs on the CPU (one thread:
@@ -53,7 +53,7 @@ def test_a_movie_becomes_a_drift_corrected_image_on_one_page(new_page, portal, s
     page.click("nav >> text=Datasets")
     page.fill("#id_name", "cell 07")
     page.click("text=Create dataset")
-    page.set_input_files("#upload-input", str(movie_file(tmp_path)))
+    choose_files(page, "#upload-input", str(movie_file(tmp_path)))
     item = page.locator("#upload-list li[data-name='cell-07.tif']")
     expect(item.locator(".state")).to_have_text("stored, checksum verified", timeout=60_000)
     movie = File.objects.get(owner=user, name="cell-07.tif")

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from jobs import services
 from jobs.models import Dataset, File, Job
-from tests.browser.conftest import log_in, shoot
+from tests.browser.conftest import choose_files, log_in, shoot
 from tests.integration.conftest import wait_until
 
 PASSWORD = "Spectral-Lattice-42"
@@ -90,7 +90,7 @@ def test_sign_up_approve_upload_submit_watch_preview_download(new_page, portal, 
     data = os.urandom(3 * 1024 * 1024 + 17)
     movie = tmp_path / "movie.tif"
     movie.write_bytes(data)
-    page.set_input_files("#upload-input", str(movie))
+    choose_files(page, "#upload-input", str(movie))
     item = page.locator("#upload-list li[data-name='movie.tif']")
     expect(item.locator(".state")).to_have_text("stored, checksum verified", timeout=60_000)
     expect(item.locator(".pct")).to_have_text("100 %")

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from jobs import services, states
 from jobs.models import Dataset, File, Institution, Membership, Upload
 from portal.accounts.models import ApiToken
-from tests.browser.conftest import log_in, shoot
+from tests.browser.conftest import choose_files, log_in, shoot
 
 CHUNK = 64 * 1024
 
@@ -39,7 +39,7 @@ def test_an_upload_resumes_from_the_servers_offset_after_a_drop_and_a_reload(new
             route.abort("internetdisconnected")
 
     page.route("**/api/v1/uploads/*/chunk/*", flaky)
-    page.set_input_files("#upload-input", str(movie))
+    choose_files(page, "#upload-input", str(movie))
     item = page.locator("#upload-list li[data-name='long.tif']")
     expect(item.locator(".state")).to_contain_text("retrying")
     upload = Upload.objects.get(dataset=dataset)
@@ -51,7 +51,7 @@ def test_an_upload_resumes_from_the_servers_offset_after_a_drop_and_a_reload(new
     expect(page.locator("#pending-uploads")).to_contain_text("long.tif")
     offsets = []
     page.on("request", lambda r: "/chunk/" in r.url and offsets.append(int(r.url.rsplit("offset=", 1)[1])))
-    page.set_input_files("#upload-input", str(movie))
+    choose_files(page, "#upload-input", str(movie))
     item = page.locator("#upload-list li[data-name='long.tif']")
     expect(item.locator(".state")).to_have_text("stored, checksum verified", timeout=60_000)
     expect(item.locator(".pct")).to_have_text("100 %")
@@ -81,7 +81,7 @@ def test_an_upload_carries_on_by_itself_when_the_connection_comes_back(new_page,
             route.continue_()
 
     page.route("**/api/v1/uploads/*/chunk/*", drop_two)
-    page.set_input_files("#upload-input", str(path))
+    choose_files(page, "#upload-input", str(path))
     item = page.locator("#upload-list li[data-name='frames.tif']")
     expect(item.locator(".state")).to_have_text("stored, checksum verified", timeout=60_000)
     offsets = [int(url.rsplit("offset=", 1)[1]) for url in seen]

@@ -26,8 +26,8 @@ DOCKER = REPO / "deploy" / "docker"
 IMAGES = {"Dockerfile.web": "requirements.txt", "Dockerfile.gpu": "requirements-gpu.txt"}
 # The code each image runs: the web image is the portal and CPU worker, the GPU image the agent only.
 CODE = {
-    "Dockerfile.web": {"manage.py", "portal", "jobs", "workers", "algorithms", "compute"},
-    "Dockerfile.gpu": {"workers", "algorithms", "compute"},
+    "Dockerfile.web": {"manage.py", "portal", "jobs", "workers", "algorithms", "compute", "client/locus_client"},
+    "Dockerfile.gpu": {"workers", "algorithms", "compute", "client/locus_client"},
 }
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE|CREDENTIAL|ACCESS_KEY|API_KEY)", re.I)
 

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from algorithms.io.formats import write_table
-from jobs.client import Locus
+from locus_client import Locus
 from tests.integration.conftest import submit, wait_for_status
 
 pytestmark = pytest.mark.integration

@@ -1,18 +1,23 @@
-"""The user's Python client (`jobs.client`) and its command line against the live portal and a real worker
-agent: chunked resumable upload, submit, follow the log, checked downloads, retries that never duplicate."""
+"""The user's Python client (`locus_client`, its own package under client/) and its `locus` command against the
+live portal and a real worker agent: chunked resumable upload, submit, follow the log, checked downloads,
+retries that never duplicate, pipelines and the model registry. The command runs as a user installs it:
+`pip install ./client` into an environment that holds nothing but `requests`."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
-from jobs.client import Locus, LocusError
 from jobs.models import Dataset, Job, Upload
+from locus_client import Locus, LocusError
 from tests.integration.conftest import ROOT, clean_env
 
 CHUNK = 64 * 1024
@@ -158,13 +163,55 @@ def test_refusals_raise_with_the_field_and_are_not_retried(portal, token, movie,
     assert list(target.parent.iterdir()) == []  # neither the target nor a partial file
 
 
-def cli(portal: str, token: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = clean_env(LOCUS_URL=portal, LOCUS_TOKEN=token)
-    return subprocess.run([sys.executable, "-m", "jobs.client", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def standalone(tmp_path_factory) -> Path:
+    """The client's wheel built from client/ and installed with pip into a fresh environment whose only other
+    packages are requests and its dependencies: no Django, no numpy, not the repository. Answers its bin/."""
+    root = tmp_path_factory.mktemp("client-install")
+    wheels, env_dir, shelf = root / "wheels", root / "env", root / "shelf"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), str(ROOT / "client")], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    [wheel] = wheels.glob("locus_client-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "-q",
+                    "--no-deps", str(wheel)], check=True, timeout=300)
+    shelf.mkdir()
+    for name in ("requests", "urllib3", "idna", "charset_normalizer", "certifi"):
+        (shelf / name).symlink_to(Path(importlib.import_module(name).__file__).parent)
+    [site] = env_dir.glob("lib/python*/site-packages")
+    (site / "requests-only.pth").write_text(f"{shelf}\n")
+    return env_dir / "bin"
 
 
-def test_the_command_line_runs_a_job_from_local_files_to_outputs(portal, token, movie, start_agent, tmp_path):
+def _standalone_env(**extra: str) -> dict[str, str]:
+    return {k: v for k, v in clean_env(**extra).items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def test_the_client_installs_with_pip_and_runs_without_django(standalone, tmp_path):
+    probe = subprocess.run([str(standalone / "python"), "-c", "import locus_client, sys; print(locus_client.__file__)\n"
+                            "try:\n import django\nexcept ImportError:\n sys.exit(0)\nsys.exit(3)"],
+                           cwd=tmp_path, env=_standalone_env(), capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr  # Django is not there, and the client imports without it
+    assert Path(probe.stdout.strip()).is_relative_to(standalone.parent)  # the installed copy, not the checkout
+    helped = subprocess.run([str(standalone / "locus"), "--help"], cwd=tmp_path, env=_standalone_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "pipelines" in helped.stdout and "models" in helped.stdout
+
+
+@pytest.fixture
+def cli(standalone, tmp_path):
+    """`locus ARGS` from the installed package, in a folder outside the repository."""
+
+    def run(portal: str, token: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        env = _standalone_env(LOCUS_URL=portal, LOCUS_TOKEN=token)
+        return subprocess.run([str(standalone / "locus"), *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    return run
+
+
+def test_the_command_line_runs_a_job_from_local_files_to_outputs(portal, token, movie, start_agent, tmp_path,
+                                                                  cli):
     path, data = movie
     start_agent()
     out = tmp_path / "results"
@@ -182,7 +229,7 @@ def test_the_command_line_runs_a_job_from_local_files_to_outputs(portal, token, 
     assert log.returncode == 0 and log.stdout == Locus(portal, token).logs(job_id)["text"]
 
 
-def test_the_command_line_refuses_bad_input_in_one_line_with_exit_2(portal, token, tmp_path):
+def test_the_command_line_refuses_bad_input_in_one_line_with_exit_2(portal, token, tmp_path, cli):
     before = Dataset.objects.count()
     missing = cli(portal, token, "run", "diagnostics", "checksum", "-i", f"files={tmp_path / 'nope.tif'}")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
@@ -209,3 +256,48 @@ def test_run_uploads_local_inputs_and_brings_the_outputs_home(portal, token, mov
                     out=tmp_path / "home", timeout=120)
     assert job["status"] == "succeeded" and (tmp_path / "home" / "copy-movie.tif").read_bytes() == data
     assert Dataset.objects.count() == before + 1
+
+
+def test_the_locus_command_runs_a_pipeline_and_fits_with_a_model_named_from_the_registry(
+        portal, token, cli, start_agent, portal_celery, tmp_path):
+    import tifffile
+
+    from algorithms.comet.simulate import simulate_localizations
+    from algorithms.io.formats import write_table
+    from jobs.trained_models import register_bundled
+
+    [bundled] = register_bundled()
+    models = cli(portal, token, "models")
+    assert models.returncode == 0, models.stderr
+    assert f"{bundled.id}  {bundled.name}" in models.stdout and "bundled" in models.stdout
+    pipelines = cli(portal, token, "pipelines")
+    assert pipelines.returncode == 0 and "steps: drift → render → qc" in pipelines.stdout
+
+    # A model by its name stands for its file; a name that is no model is refused before anything is made.
+    movie = tmp_path / "movie.tif"
+    tifffile.imwrite(movie, np.random.default_rng(1).integers(100, 200, (8, 32, 32), dtype=np.uint16))
+    before = Dataset.objects.count()
+    unknown = cli(portal, token, "run", "decode-plex", "fit", "-i", f"frames={movie}", "-i", "model=no-such-model")
+    assert unknown.returncode == 2 and "no such file, file id or model name" in unknown.stderr
+    assert Dataset.objects.count() == before
+    fit = cli(portal, token, "run", "decode-plex", "fit", "-i", f"frames={movie}", "-i", f"model={bundled.name}",
+              "-p", "device=cpu", "--no-wait")
+    assert fit.returncode == 0, fit.stderr
+    spec = Job.objects.get(pk=fit.stdout.strip()).spec
+    assert {(i["slot"], i["file"]) for i in spec["inputs"]} >= {("model", str(bundled.file_id))}
+    Locus(portal, token).cancel(fit.stdout.strip())  # running it is not this test's business
+
+    # A pipeline by its name alone, a step's parameter as STEP.NAME, each step's outputs in a folder of its own.
+    table = tmp_path / "drifted.h5"
+    write_table(simulate_localizations(n_locs=20_000, n_frames=2000, seed=7).table, table, fmt="locus")
+    start_agent()
+    out = tmp_path / "results"
+    done = cli(portal, token, "run", "drift-render", "-i", f"locs={table}", "-p", "render.pixel_nm=20",
+               "--out", str(out), "-q", timeout=300)
+    assert done.returncode == 0, done.stderr
+    pipeline_id = done.stdout.split()[0]
+    job = Job.objects.get(pk=pipeline_id)
+    assert job.status == "succeeded" and job.params["render"]["pixel_nm"] == 20
+    assert "drift:succeeded render:succeeded qc:succeeded" in done.stderr  # the chain, as it went
+    for name in ("drift/drift.png", "render/render.png", "qc/qc.json"):
+        assert (out / name).is_file(), name

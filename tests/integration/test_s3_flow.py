@@ -90,7 +90,7 @@ def test_worker_runs_a_job_on_s3_storage(user_session, s3, start_agent, tmp_path
     outputs = {o["name"]: o for o in user_session.get(f"{user_session.base}/jobs/{job_id}/outputs/").json()}
     copy = user_session.get(outputs["copy-movie.tif"]["url"], timeout=30)  # redirected to a presigned GET
     assert copy.content == data
-    from jobs.client import Locus  # the Python client follows the redirect (without its token) and checks it
+    from locus_client import Locus  # the Python client follows the redirect (without its token) and checks it
 
     token = user_session.headers["Authorization"].split()[1]
     fetched = Locus(user_session.base.rsplit("/api/v1", 1)[0], token).download_outputs(job_id, tmp_path / "out")
@@ -149,8 +149,8 @@ def no_local_parts(settings, tmp_path):
 
 def test_a_resumable_upload_on_s3_goes_into_a_multipart_upload_and_resumes(user_session, s3, no_local_parts,
                                                                              user, tmp_path):
-    from jobs.client import Locus
     from jobs.models import Upload
+    from locus_client import Locus
 
     data = os.urandom(12 * 1024 * 1024)  # 3 parts: 5 + 5 + 2 MiB
     path = tmp_path / "movie.tif"

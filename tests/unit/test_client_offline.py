@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from jobs.client import Locus, LocusError, _relative_parts
+from locus_client import Locus, LocusError
+from locus_client.api import _relative_parts
 from tests.integration.conftest import ROOT, clean_env
 
 
@@ -31,7 +32,7 @@ def test_without_url_or_token_it_says_which_is_missing(monkeypatch):
 
 def test_an_unreachable_portal_is_one_line_and_exit_2():
     env = clean_env(LOCUS_URL="http://127.0.0.1:9", LOCUS_TOKEN="x")  # port 9: nothing listens
-    done = subprocess.run([sys.executable, "-m", "jobs.client", "--retries", "2", "apps"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "locus_client", "--retries", "2", "apps"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("locus: error: cannot reach"), done.stderr
     assert done.stderr.count("\n") == 1

@@ -1,4 +1,4 @@
-"""The one HTTP retry policy (`workers.retry`) as both clients live it, against a real loopback server:
+"""The one HTTP retry policy (`locus_client.retry`) as both clients live it, against a real loopback server:
 a throttled 429 waits its `Retry-After` and goes on, 5xx and dropped connections are retried with backoff,
 and no other 4xx is ever sent twice. The worker's case that matters: a finished result's `complete` call
 that meets a throttle must not be thrown away."""
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from jobs.client import Locus, LocusError
+from locus_client import Locus, LocusError
+from locus_client.retry import RetryPolicy, retry_after_s
 from workers.client import Backoff, Conflict, NotFound, PortalError, PortalUnavailable, WorkerClient
-from workers.retry import RetryPolicy, retry_after_s
 
 COMPLETE = "/api/v1/worker/attempts/a1/complete"
 APPS = "/api/v1/applications/"

@@ -1,4 +1,5 @@
-"""Design §1: `workers/`, `algorithms/` and `compute/` never import Django (or DRF).
+"""Design §1: `workers/`, `algorithms/`, `compute/` and the user's client (`client/locus_client`) never import
+Django (or DRF).
 
 They must run on a GPU box or a lab PC that has no Django at all. The check imports every module of the three
 packages in one fresh interpreter in which Django and DRF cannot be imported, as on such a box. It cannot
@@ -15,7 +16,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DJANGO_FREE = ("workers", "algorithms", "compute")
+DJANGO_FREE = ("workers", "algorithms", "compute", "client/locus_client")  # folder/package below the repo
+PACKAGES = tuple(p.rpartition("/")[2] for p in DJANGO_FREE)
 
 _PROBE = r"""
 import ast, importlib, importlib.abc, json, sys, traceback
@@ -50,8 +52,9 @@ sys.meta_path.insert(0, NoDjango())
 
 modules, errors, skipped = [], {}, {}
 for package in OURS:
-    for path in sorted(Path(package).rglob("*.py")):
-        parts = path.with_suffix("").parts
+    root = Path(package.rpartition("/")[0] or ".")
+    for path in sorted((root / package.rpartition("/")[2]).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
         if path.name == "__main__.py":
             # Running it would start the CLI: import what it imports instead.
             tree = ast.parse(path.read_text())
@@ -81,13 +84,13 @@ print(json.dumps({"imported": len(modules), "attempts": attempts, "errors": erro
 
 def test_workers_algorithms_and_compute_import_without_django():
     # DJANGO_SETTINGS_MODULE set on purpose: Celery loads Django through its fixup when it sees it.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'client'}", "DJANGO_SETTINGS_MODULE": "portal.settings"}
     out = subprocess.run([sys.executable, "-c", _PROBE, ",".join(DJANGO_FREE)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     ours = [(importer, module) for importer, module in report["attempts"]
-            if importer.split(".")[0] in DJANGO_FREE]
+            if importer.split(".")[0] in PACKAGES]
     assert not ours, f"Django-free packages import Django/DRF (importer, module): {ours}"
     assert not report["errors"], "modules that fail to import without Django:\n" + "\n".join(
         f"{name}:\n{tb}" for name, tb in report["errors"].items())

@@ -167,7 +167,7 @@ def test_a_token_is_shown_once_and_revoked_from_the_page(user, api):
     created = client.post("/account/tokens/", {"name": "laptop"})
     raw = re.search(rb'id="token-secret">([^<]+)<', created.content)[1].decode()
     usage = re.search(rb'id="token-usage">([^<]+)<', created.content)[1].decode()
-    assert f"LOCUS_URL=http://testserver LOCUS_TOKEN={raw}" in usage and "python -m jobs.client run" in usage
+    assert f"LOCUS_URL=http://testserver LOCUS_TOKEN={raw}" in usage and "locus run" in usage
     assert client.get("/account/tokens/").content.count(raw.encode()) == 0
     from portal.accounts.models import ApiToken
 

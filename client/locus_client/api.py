@@ -1,13 +1,12 @@
-"""The Python client of the user API: upload, submit, follow, download — from a script or the command line.
+"""The user API from Python: upload, submit jobs and pipelines, follow, download, the model registry.
 
-Free of Django on purpose (it needs only `requests`, and `workers/retry.py`: the retry policy it shares with
-the worker agent, Django-free too), so a laptop or a notebook can drive the portal without the rest of Locus
-installed. Every call that can be repeated safely is retried on a dropped connection, a 5xx or a throttled 429
+It needs only `requests` (and `locus_client.retry`, the policy it shares with the worker agent), so a laptop
+or a notebook can drive the portal without the rest of Locus installed. Every call that can be repeated safely is retried on a dropped connection, a 5xx or a throttled 429
 (after `Retry-After`), never on any other 4xx: uploads go in resumable chunks and continue where the server
 stopped, and a submission carries an Idempotency-Key, so a retry never makes a second job. Downloads are
 written to a temporary name, checked against the server's sha256 and only then renamed into place.
 
-    from jobs.client import Locus
+    from locus_client import Locus
     locus = Locus("https://locus.example.org", token="...")   # or LOCUS_URL / LOCUS_TOKEN
     dataset = locus.create_dataset("run 42")
     movie = locus.upload(dataset["id"], "movie.tif")
@@ -15,8 +14,9 @@ written to a temporary name, checked against the server's sha256 and only then r
     job = locus.wait(job["id"], on_log=lambda text: print(text, end=""))
     locus.download_outputs(job["id"], "results/")
     # or all of it in one call: locus.run("diagnostics", "checksum", inputs={"files": ["movie.tif"]}, out="results/")
+    locus.run_pipeline("localize", inputs={"frames": ["movie.tif"]}, out="results/")
 
-Command line: `python -m jobs.client --help` (below, `main`).
+Command line: `locus --help` (`locus_client.cli`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sys
+import re
 import tempfile
 import time
 import uuid
@@ -34,10 +34,12 @@ from typing import Any
 
 import requests
 
-from workers.retry import TRANSIENT_ERRORS, RetryPolicy
+from locus_client.retry import TRANSIENT_ERRORS, RetryPolicy
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 HASH_CHUNK = 1024 * 1024
+PIPELINE = "pipeline"  # the application under which the registry's pipelines are submitted
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I)
 
 
 class LocusError(Exception):
@@ -50,7 +52,7 @@ class LocusError(Exception):
 
 
 class Locus:
-    """One portal, one API token. `retries` bounds the tries of each retryable call (`workers.retry`: jittered
+    """One portal, one API token. `retries` bounds the tries of each retryable call (`locus_client.retry`: jittered
     backoff up to 1, 2, 4… 60 s, or the throttle's `Retry-After`)."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 60,
@@ -145,7 +147,8 @@ class Locus:
     def upload_inputs(self, inputs: dict[str, list[str | os.PathLike]], dataset_name: str,
                       progress: Callable[[Path, int, int], None] | None = None) -> dict[str, list[str]]:
         """A job's inputs with local files uploaded: every path that exists goes into one new dataset (made
-        only once all of them are checked); anything else is taken as the id of a file on the portal."""
+        only once all of them are checked); a file id is passed on; any other word is the name of a trained
+        model (`models()`), which stands for its file."""
         out: dict[str, list[str]] = {}
         local: list[tuple[str, Path]] = []
         for slot, values in inputs.items():
@@ -157,8 +160,10 @@ class Locus:
                     local.append((slot, path))
                 elif isinstance(value, Path) or "/" in str(value) or "." in path.name:
                     raise LocusError(f"input {slot}={value}: no such file (a file id has no slash or dot)")
-                else:
+                elif _UUID.match(str(value)):
                     out.setdefault(slot, []).append(str(value))
+                else:
+                    out.setdefault(slot, []).append(self.model_file(str(value), slot))
         if local:
             dataset = self.create_dataset(dataset_name)
             for slot, path in local:
@@ -180,6 +185,39 @@ class Locus:
         if job["status"] == "succeeded" and out is not None:
             self.download_outputs(job["id"], out)
         return job
+
+    def run_pipeline(self, pipeline: str, *, inputs: dict[str, list[str | os.PathLike]] | None = None,
+                     params: dict[str, dict] | None = None, **kwargs: Any) -> dict:
+        """`run` for a pipeline of the registry (`pipelines()`); `params` per step: `{"fit": {...}}`. The
+        outputs download below each step's name (`fit/locs.h5`, `render/render.png`)."""
+        return self.run(PIPELINE, pipeline, inputs=inputs, params=params, **kwargs)
+
+    def pipelines(self) -> list[dict]:
+        """The registry's pipelines: each entrypoint of the `pipeline` application, with its inputs and steps."""
+        return [entry for app in self.applications() if app["name"] == PIPELINE
+                for version in app["versions"] for entry in version["entrypoints"]]
+
+    # --- the model registry ------------------------------------------------------------------------------
+
+    def models(self) -> list[dict]:
+        """Trained models you may fit with: yours, those shared with you, the bundled ones."""
+        return self.request("GET", "models/")
+
+    def model_file(self, name: str, slot: str = "model") -> str:
+        """The file id of the model called `name` (yours first, then shared and bundled ones)."""
+        found = sorted((m for m in self.models() if m["name"] == name), key=lambda m: not m["mine"])
+        if not found:
+            raise LocusError(f"input {slot}={name}: no such file, file id or model name (`locus models` "
+                             "lists the models)")
+        return str(found[0]["file"])
+
+    def update_model(self, model_id: str, **fields: str) -> dict:
+        """Rename (`name=`) or share (`visibility=` private | institution | public) a model of yours."""
+        return self.request("PATCH", f"models/{model_id}/", json=fields)
+
+    def delete_model(self, model_id: str) -> None:
+        """Remove a model of yours from the registry (its file stays an output of the job that trained it)."""
+        self.request("DELETE", f"models/{model_id}/")
 
     # --- jobs --------------------------------------------------------------------------------------------
 
@@ -313,8 +351,3 @@ def _error(response: requests.Response) -> LocusError:
                           code=str(error.get("code") or "error"), fields=error.get("fields"), body=body)
     return LocusError(f"HTTP {response.status_code} {response.reason}", status=response.status_code, body=body)
 
-
-if __name__ == "__main__":
-    from jobs.client_cli import main
-
-    sys.exit(main())

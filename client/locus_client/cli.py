@@ -1,7 +1,9 @@
-"""`python -m jobs.client`: run a Locus job from a terminal — upload local files, submit, follow, download.
+"""`locus`: run Locus jobs and pipelines from a terminal — upload local files, submit, follow, download.
 
     export LOCUS_URL=https://locus.example.org LOCUS_TOKEN=...
-    python -m jobs.client run diagnostics checksum -i files=movie.tif --out results/
+    locus run localize -i frames=movie.tif --out results/          # a pipeline: one name
+    locus run diagnostics checksum -i files=movie.tif -p copy=true  # an entrypoint: application and name
+    locus run localize -i frames=movie.tif -p fit.prob_threshold=0.6     # a pipeline step's parameter: STEP.NAME
 
 Exit codes: 0 the job succeeded (or the command did what it says), 1 the job failed or was cancelled,
 2 the request was refused or the portal unreachable (one line on stderr, never a traceback), 130 interrupted
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.client import TERMINAL, Locus, LocusError
+from locus_client.api import PIPELINE, TERMINAL, Locus, LocusError
 
 
 class Line:
@@ -50,6 +52,30 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    """`-p a.b=v` sets params["a"]["b"]: a pipeline step's parameter, or a field of a structured one."""
+    params: dict[str, Any] = {}
+    for key, value in _pairs(items, "-p"):
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LocusError(f"-p {key}={value}: {part} is given a value and fields")
+        node[leaf] = _value(value)
+    return params
+
+
+def _target(words: list[str]) -> tuple[str, str]:
+    """`run localize` (a pipeline) or `run APPLICATION ENTRYPOINT`."""
+    if len(words) == 1:
+        return PIPELINE, words[0]
+    if len(words) == 2:
+        return words[0], words[1]
+    raise LocusError(f"run {' '.join(words)}: give a pipeline (`run localize`) or an application and its "
+                     "entrypoint (`run decode-plex fit`)")
 
 
 def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
@@ -84,6 +110,8 @@ def _upload_inputs(locus: Locus, specs: list[tuple[str, str]], dataset_name: str
 def _follow(locus: Locus, job_id: str, line: Line, show_log: bool) -> dict:
     def progress(job: dict) -> None:
         stage = (job.get("progress_detail") or {}).get("stage") or job.get("waiting_reason") or ""
+        if job.get("steps"):  # a pipeline: which of its steps are under way
+            stage = " ".join(f"{step['step']}:{step['status']}" for step in job["steps"])
         line.show(f"job {job_id[:8]} {job['status']:<9} {_bar(round(1000 * (job.get('progress') or 0)), 1000)}"
                   f" {stage}".rstrip())
 
@@ -109,10 +137,12 @@ def _finish(locus: Locus, job: dict, out: Path | None) -> int:
 
 def cmd_run(locus: Locus, args) -> int:
     line = Line()
-    params = {key: _value(value) for key, value in _pairs(args.param, "-p")}
-    dataset_name = args.dataset or f"{args.application} {args.entrypoint} {time.strftime('%Y-%m-%d %H:%M')}"
+    application, entrypoint = _target(args.what)
+    params = _params(args.param)
+    dataset_name = args.dataset or f"{entrypoint if application == PIPELINE else application + ' ' + entrypoint} " \
+                                   f"{time.strftime('%Y-%m-%d %H:%M')}"
     inputs = _upload_inputs(locus, _pairs(args.input, "-i"), dataset_name, line)
-    job = locus.submit(args.application, args.entrypoint, params=params, inputs=inputs, version=args.version)
+    job = locus.submit(application, entrypoint, params=params, inputs=inputs, version=args.version)
     print(job["id"])
     if args.no_wait:
         return 0
@@ -164,6 +194,37 @@ def cmd_jobs(locus: Locus, args) -> int:
     return 0
 
 
+def cmd_pipelines(locus: Locus, args) -> int:
+    for entry in locus.pipelines():
+        inputs = ", ".join(f"{k} ({' '.join(v['suffixes']) or 'any'}{', optional' if not v['min'] else ''})"
+                           for k, v in entry["inputs"].items())
+        steps = " → ".join(step["name"] for step in entry.get("steps") or [])
+        print(f"{entry['name']}  {entry['summary']}\n    steps: {steps}\n    inputs: {inputs}")
+    return 0
+
+
+def cmd_models(locus: Locus, args) -> int:
+    if args.action == "list":
+        for model in locus.models():
+            metrics = model.get("metrics") or {}
+            shown = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if isinstance(v, int | float))[:60]
+            print(f"{model['id']}  {model['name']:<28}  {model['visibility']:<11}  "
+                  f"{model['owner'] or 'bundled':<12}  {(model['size'] or 0) / 1e6:5.1f} MB  {shown}".rstrip())
+        return 0
+    if not args.model:
+        raise LocusError(f"models {args.action}: give the model's id")
+    if args.action == "delete":
+        locus.delete_model(args.model)
+        print(f"deleted {args.model}")
+        return 0
+    fields = {k: v for k, v in (("name", args.name), ("visibility", args.visibility)) if v}
+    if not fields:
+        raise LocusError("models update: give --name or --visibility")
+    model = locus.update_model(args.model, **fields)
+    print(f"{model['id']}  {model['name']}  {model['visibility']}")
+    return 0
+
+
 def cmd_apps(locus: Locus, args) -> int:
     for app in locus.applications():
         for version in app["versions"]:
@@ -175,18 +236,18 @@ def cmd_apps(locus: Locus, args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.client", description="Run Locus jobs from a terminal.")
+    p = argparse.ArgumentParser(prog="locus", description="Run Locus jobs and pipelines from a terminal.")
     p.add_argument("--url", help="portal address (default: $LOCUS_URL)")
     p.add_argument("--token", help="API token (default: $LOCUS_TOKEN)")
     p.add_argument("--retries", type=int, default=6, help="tries per call on a dropped connection, 5xx or 429")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="upload local inputs, submit, follow the log, download the outputs")
-    run.add_argument("application")
-    run.add_argument("entrypoint")
+    run.add_argument("what", nargs="+", metavar="PIPELINE | APPLICATION ENTRYPOINT",
+                     help="a pipeline (`localize`; see `pipelines`) or an entrypoint (`decode-plex fit`; see `apps`)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="a parameter (VALUE read as JSON when it parses)")
+                     help="a parameter (VALUE read as JSON when it parses); STEP.NAME for a pipeline step's")
     run.add_argument("-i", "--input", action="append", default=[], metavar="NAME=PATH",
-                     help="an input: a local file (uploaded) or the id of a file on the portal")
+                     help="an input: a local file (uploaded), the id of a file on the portal, or a model's name")
     run.add_argument("--version", help="application version (default: the registry's)")
     run.add_argument("--dataset", help="name of the dataset the local inputs go into")
     run.add_argument("--out", help="folder for the outputs (default: locus-<job id>)")
@@ -209,11 +270,18 @@ def parser() -> argparse.ArgumentParser:
     jobs.add_argument("--application")
     jobs.add_argument("--limit", type=int, default=20)
     sub.add_parser("apps", help="what can be run: applications, entrypoints and their inputs")
+    sub.add_parser("pipelines", help="the pipelines: their steps and inputs")
+    models = sub.add_parser("models", help="the trained models you may fit with; rename, share or delete yours")
+    models.add_argument("action", nargs="?", default="list", choices=["list", "update", "delete"])
+    models.add_argument("model", nargs="?", help="the model's id (update, delete)")
+    models.add_argument("--name", help="update: a new name")
+    models.add_argument("--visibility", choices=["private", "institution", "public"], help="update: who may use it")
     return p
 
 
 COMMANDS = {"run": cmd_run, "wait": cmd_wait, "status": cmd_status, "logs": cmd_logs, "cancel": cmd_cancel,
-            "rerun": cmd_rerun, "download": cmd_download, "jobs": cmd_jobs, "apps": cmd_apps}
+            "rerun": cmd_rerun, "download": cmd_download, "jobs": cmd_jobs, "apps": cmd_apps,
+            "pipelines": cmd_pipelines, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

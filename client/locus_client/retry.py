@@ -1,5 +1,5 @@
 """The one HTTP retry policy of Locus's clients: the worker agent (`workers.client`) and the user's Python
-client (`jobs.client`) both send their calls through `RetryPolicy.call`.
+client (`locus_client.api`) both send their calls through `RetryPolicy.call`.
 
 Why one policy: a call that fails on an outage must be tried again, or a finished ten-hour result is thrown
 away and the job runs again; a call the portal refused must not be, because asking again gets the same answer.
