@@ -186,7 +186,7 @@ def main() -> None:
     validation = {**metrics, "conditions": conditions, "by_true_photons": bins,
                   "fit": {"wall_s": round(fit_s, 1), "frames_per_s": round(args.frames / fit_s, 1),
                           "threads": args.threads, "localizations": report["localizations"],
-                          "params": "defaults (debias on, prob_threshold 0.5)"},
+                          "params": "defaults (debias auto, prob_threshold 0.5)"},
                   "command": command, "measured_at_code_version": blob.get("code_version")}
     sidecar = {
         "name": GENERIC_2D_EMCCD.stem, "file": GENERIC_2D_EMCCD.name, "size_bytes": size,

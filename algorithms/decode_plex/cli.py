@@ -6,7 +6,7 @@ train  simulate on the fly with the simulation engine (:mod:`algorithms.decode_p
        ``train_history.json``, ``train_metrics.png``. The calibration's sha256 is recorded in the model
        file and checked again when fitting.
 fit    read TIFF movies in chunks, convert ADU → photons with the model's camera, localize, filter,
-       de-bias (on by default), assign colors (multicolor), write ``locs.h5``, ``locs.csv``,
+       de-bias (only where a pixel-locked bias shows, by default), assign colors (multicolor), write ``locs.h5``, ``locs.csv``,
        ``fit_report.json`` and QC PNGs.
 info   print a model file's configuration and parameter count.
 """
@@ -36,7 +36,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 FIT_DEFAULTS: dict[str, Any] = {
-    "prob_threshold": 0.5, "max_sigma_nm": None, "debias": True, "z_step_nm": 50.0,
+    "prob_threshold": 0.5, "max_sigma_nm": None, "debias": "auto", "z_step_nm": 50.0,
     "dye_ratios": None, "n_dyes": None, "min_posterior": 0.9, "chunk": 256, "batch_size": None,
     "mirror_second": False, "shift_px": [0, 0], "device": None,
 }
@@ -181,7 +181,7 @@ def fit_main(argv: list[str] | None) -> int:
 
     from algorithms.decode_plex.fit import ChannelSplit, Movie, predict_movie
     from algorithms.decode_plex.model import select_device
-    from algorithms.decode_plex.postprocess import color_table, debias, filter_table
+    from algorithms.decode_plex.postprocess import color_table, debias, filter_table, pixel_locked_bias
     from algorithms.decode_plex.qc import qc_plots
     from algorithms.decode_plex.samples import SampleConfig, aux_maps
     from algorithms.decode_plex.train import finite_or_none, load_model
@@ -190,7 +190,7 @@ def fit_main(argv: list[str] | None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m algorithms.decode_plex fit", description=(
         "Localize emitters in TIFF movies (ADU) with a trained model. Output tables are in nm, frames "
-        "0-based, x along columns. Params (JSON): prob_threshold, max_sigma_nm (nm), debias, z_step_nm "
+        "0-based, x along columns. Params (JSON): prob_threshold, max_sigma_nm (nm), debias (auto|true|false), z_step_nm "
         "(nm), dye_ratios (channel-1/channel-0 photons per dye), min_posterior, chunk (frames)."))
     job_arguments(ap)
     ap.add_argument("--model", type=Path, help="model.pt written by train")
@@ -199,6 +199,8 @@ def fit_main(argv: list[str] | None) -> int:
     ap.add_argument("--calibration", type=Path, help="must be the calibration the model was trained for")
     args = ap.parse_args(argv)
     p = resolve(FIT_DEFAULTS, read_params(args.params))
+    if p["debias"] not in ("auto", True, False):
+        raise BadInput(f"debias must be \"auto\", true or false, not {json.dumps(p['debias'])}")
     model_path = args.model or next(iter(_slot(args.inputs, "model")), None)
     frames = list(args.frames) or _slot(args.inputs, "frames")
     calibration = args.calibration or next(iter(_slot(args.inputs, "calibration")), None)
@@ -244,8 +246,13 @@ def fit_main(argv: list[str] | None) -> int:
     n_raw = len(table)
     table = filter_table(table, float(p["prob_threshold"]), p["max_sigma_nm"])
     report: dict[str, Any] = {"frames": movie.n_frames, "localizations_raw": n_raw, "localizations": len(table),
-                              "debiased": bool(p["debias"]), "model_code_version": blob.get("code_version")}
-    if p["debias"] and len(table):
+                              "debias": p["debias"], "model_code_version": blob.get("code_version")}
+    if p["debias"] == "auto":
+        report["bias_test"] = pixel_locked_bias(table, cfg.px_size_nm)
+    report["debiased"] = bool(len(table)) and (report["bias_test"]["biased"] if p["debias"] == "auto"
+                                               else p["debias"] is True)
+    raw = table
+    if report["debiased"]:
         table = debias(table, cfg.px_size_nm, float(p["z_step_nm"]))
     if cfg.mode == "multicolor" and len(table):
         n_dyes = report["n_dyes"] = dye_count(p["n_dyes"], p["dye_ratios"], sim.dye_ratios)
@@ -263,7 +270,7 @@ def fit_main(argv: list[str] | None) -> int:
     out = args.outputs
     write_table(table, out / "locs.h5", "locus")
     write_table(table, out / "locs.csv", "thunderstorm")
-    report["qc"] = qc_plots(table, cfg, out, report.get("dye_ratios"))
+    report["qc"] = qc_plots(table, cfg, out, report.get("dye_ratios"), raw=raw if report["debiased"] else None)
     with atomic_output(out / "fit_report.json") as fh:
         json.dump(finite_or_none(report), fh, indent=1)
     progress(1.0, "done", localizations=len(table), outputs=["locs.h5", "locs.csv", "fit_report.json", *report["qc"]])

@@ -8,7 +8,9 @@
   default averaged over the 3×3 neighbourhood with weights probability / σ² (:func:`neighbourhood_positions`).
 - :func:`filter_table`: probability and σ filters.
 - :func:`debias`: sub-pixel histogram equalisation per z slab (default 50 nm), each localization's
-  weight in the histogram being 1/σ² (precise ones define the histogram).
+  weight in the histogram being 1/σ² (precise ones define the histogram). It assumes uniform true sub-pixel
+  positions, so ``fit`` runs it only where :func:`pixel_locked_bias` finds a bias that is the same all over
+  the field (``debias: "auto"``, the default).
 - :func:`assign_colors`: photon-ratio likelihood per dye, posterior with a flat prior, rejection
   (code −1) below ``min_posterior`` (0.9); :func:`find_dye_ratios` finds the ratios by expectation-maximisation.
 """
@@ -155,6 +157,53 @@ def debias(
         new[axis] = (base + out) * px
     result = table.with_columns(**new)
     result.meta["debiased"] = {"z_step_nm": z_step_nm, "min_count": min_count}
+    return result
+
+
+def pixel_locked_bias(table: LocTable, px_size_nm: tuple[float, float], tiles: int = 4, min_per_tile: int = 50,
+                      min_tiles: int = 6, harmonics: int = 2, t_threshold: float = 4.5,
+                      min_amplitude: float = 0.1) -> dict[str, Any]:
+    """Whether the sub-pixel positions depart from uniform *the same way all over the field*.
+
+    De-biasing assumes true sub-pixel positions are uniform. A few dozen emitters, each localized many times,
+    are not: their sub-pixel histogram has peaks that equalising would shift by up to half a pixel. A
+    pixel-locked bias of the estimator, by contrast, is the same in every part of the image. So the field is
+    cut into ``tiles`` × ``tiles`` parts; in each part with ≥ ``min_per_tile`` localizations the first
+    ``harmonics`` Fourier coefficients of the sub-pixel positions (mean cos 2πkf, mean sin 2πkf; 0 for a
+    uniform f) are measured, and a coefficient counts as bias when its mean over the parts is ``t_threshold``
+    standard errors (of that mean, from the spread between parts) away from 0 and the density modulation it
+    implies (2·|c_k|) is at least ``min_amplitude``. Fewer than ``min_tiles`` such parts: not tested.
+    Answers ``{"tested", "biased", "tiles", "axes": {axis: {"t": [...], "amplitude": [...]}}, "reason"}``.
+    """
+    n = len(table)
+    result: dict[str, Any] = {"tested": False, "biased": False, "tiles": 0, "axes": {}}
+    if n == 0:
+        return {**result, "reason": "no localizations"}
+    edges = {axis: np.linspace(table[axis].min(), table[axis].max() + 1e-9, tiles + 1) for axis in ("x", "y")}
+    tile = (np.clip(np.searchsorted(edges["x"], table["x"], side="right") - 1, 0, tiles - 1) * tiles
+            + np.clip(np.searchsorted(edges["y"], table["y"], side="right") - 1, 0, tiles - 1))
+    counts = np.bincount(tile, minlength=tiles * tiles)
+    used = np.flatnonzero(counts >= min_per_tile)
+    result["tiles"] = int(len(used))
+    if len(used) < min_tiles:
+        return {**result, "reason": f"{len(used)} parts of the field hold ≥ {min_per_tile} localizations; "
+                                    f"the test needs {min_tiles}"}
+    result["tested"] = True
+    for axis, px in (("x", px_size_nm[0]), ("y", px_size_nm[1])):
+        frac = (table[axis] / px) % 1.0
+        t_values, amplitudes = [], []
+        for k in range(1, harmonics + 1):
+            coeff = np.array([[np.mean(np.cos(2 * np.pi * k * frac[tile == i])),
+                               np.mean(np.sin(2 * np.pi * k * frac[tile == i]))] for i in used])  # (tiles, 2)
+            mean = coeff.mean(axis=0)
+            se = coeff.std(axis=0, ddof=1) / np.sqrt(len(used))
+            t = mean / np.maximum(se, 1e-12)
+            amplitude = 2.0 * float(np.hypot(*mean))
+            t_values += [float(v) for v in t]
+            amplitudes.append(amplitude)
+            if amplitude >= min_amplitude and np.abs(t).max() >= t_threshold:
+                result["biased"] = True
+        result["axes"][axis] = {"t": t_values, "amplitude": amplitudes}
     return result
 
 

@@ -19,8 +19,10 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def qc_plots(table: LocTable, cfg: ModelConfig, outdir: Path, dye_ratios: list[float] | None = None) -> list[str]:
-    """Write the QC PNGs into ``outdir``; returns their file names."""
+def qc_plots(table: LocTable, cfg: ModelConfig, outdir: Path, dye_ratios: list[float] | None = None,
+             raw: LocTable | None = None) -> list[str]:
+    """Write the QC PNGs into ``outdir``; returns their file names. ``raw``: the table before de-biasing, whose
+    sub-pixel histograms go beside the corrected ones (equalised histograms are flat whatever the bias was)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,11 +31,14 @@ def qc_plots(table: LocTable, cfg: ModelConfig, outdir: Path, dye_ratios: list[f
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
     px_x, px_y = cfg.px_size_nm
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, axis, px in ((axes[0], "x", px_x), (axes[1], "y", px_y)):
-        ax.hist((table[axis] / px) % 1.0 if len(table) else [], bins=20, range=(0, 1))
-        ax.set(xlabel=f"sub-pixel {axis} (px)", ylabel="localizations")
-    fig.suptitle("sub-pixel positions (flat = unbiased)")
+    rows = [("as fitted", raw), ("de-biased", table)] if raw is not None else [("", table)]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(8, 3 * len(rows)), squeeze=False)
+    for (label, shown), pair in zip(rows, axes, strict=True):
+        for ax, axis, px in ((pair[0], "x", px_x), (pair[1], "y", px_y)):
+            ax.hist((shown[axis] / px) % 1.0 if len(shown) else [], bins=20, range=(0, 1))
+            ax.set(xlabel=f"sub-pixel {axis} (px)", ylabel="localizations", title=label)
+    fig.suptitle("sub-pixel positions (flat = unbiased" + (", before and after de-biasing)" if raw is not None
+                                                            else "; not de-biased)"))
     fig.tight_layout()
     _save(fig, outdir / "qc_subpixel.png")
     written.append("qc_subpixel.png")

@@ -179,7 +179,8 @@ def test_fit_cli_assigns_colours_from_one_camera_split_in_halves_or_two_cameras(
     cams = _fit(multicolor_model, tmp_path / "cams", [movie / "cam_a.tif"], [movie / "cam_b.tif"])
 
     for out, report in ((tmp_path / "halves", halves), (tmp_path / "cams", cams)):
-        assert report["frames"] == 20 and report["localizations"] > 0 and report["debiased"] is True
+        assert report["frames"] == 20 and report["localizations"] > 0 and report["debias"] == "auto"
+        assert report["debiased"] is report["bias_test"]["biased"]  # de-biased only where a bias shows
         assert {"qc_photon_ratio.png", "qc_sigma_vs_z.png", "qc_subpixel.png", "qc_preview.png"} <= set(report["qc"])
         for name in report["qc"]:
             png = (out / name).read_bytes()

@@ -15,6 +15,7 @@ from algorithms.decode_plex.postprocess import (
     extract,
     filter_table,
     find_dye_ratios,
+    pixel_locked_bias,
 )
 from algorithms.io.table import LocTable
 
@@ -99,6 +100,55 @@ def test_debias_makes_skewed_subpixel_histogram_uniform():
     assert worst_bin_deviation(d, "x") < 0.1 and worst_bin_deviation(d, "y") < 0.1
     assert np.array_equal(np.floor(d["x"] / px), base[:, 0])  # stays in its pixel
     assert d.meta["debiased"]["z_step_nm"] == 50.0
+
+
+def _field(rng, n_sites, per_site, px=100.0, frac=None, jitter_nm=8.0, size_px=64):
+    """Localizations of `n_sites` emitters over a size_px² field, each seen `per_site` times with `jitter_nm`
+    precision; `frac(f)` maps the fitted sub-pixel positions (a pixel-locked bias of the estimator)."""
+    sites = rng.uniform(0, size_px * px, (n_sites, 2))
+    xy = np.repeat(sites, per_site, axis=0) + rng.normal(0, jitter_nm, (n_sites * per_site, 2))
+    if frac is not None:
+        xy = (np.floor(xy / px) + frac((xy / px) % 1.0)) * px
+    n = len(xy)
+    return LocTable.from_arrays(frame=np.arange(n), x=xy[:, 0], y=xy[:, 1], sigma_x=np.full(n, jitter_nm),
+                                sigma_y=np.full(n, jitter_nm)), sites
+
+
+def pulled_to_centre(f):
+    return 0.5 + (f - 0.5) * (1 - 0.6 * np.abs(f - 0.5) * 2) ** 0.5  # denser at the pixel centre
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bias_test_finds_a_pixel_locked_bias_and_leaves_structure_alone(seed):
+    rng = np.random.default_rng(seed)
+    biased, _ = _field(rng, 3000, 3, frac=pulled_to_centre)
+    found = pixel_locked_bias(biased, (100.0, 100.0))
+    assert found["tested"] and found["biased"], found
+    uniform, _ = _field(rng, 3000, 3)
+    assert not pixel_locked_bias(uniform, (100.0, 100.0))["biased"]
+    # Sixty emitters seen 150 times each: far from uniform sub-pixel positions, and no bias at all.
+    clustered, _ = _field(rng, 60, 150)
+    result = pixel_locked_bias(clustered, (100.0, 100.0))
+    assert result["tested"] and not result["biased"], result
+
+
+def test_equalising_a_few_emitters_moves_them_which_is_why_it_is_not_the_default():
+    rng = np.random.default_rng(3)
+    table, sites = _field(rng, 25, 40)
+    assert not pixel_locked_bias(table, (100.0, 100.0))["biased"]  # so the default leaves them as fitted
+    moved = debias(table, (100.0, 100.0))
+    truth = np.repeat(sites, 40, axis=0)
+    rmse = {name: float(np.sqrt(np.mean((t["x"] - truth[:, 0]) ** 2))) for name, t in (("raw", table),
+                                                                                    ("equalised", moved))}
+    assert rmse["equalised"] > 2 * rmse["raw"], rmse
+
+
+def test_bias_test_needs_enough_of_the_field():
+    rng = np.random.default_rng(0)
+    few, _ = _field(rng, 20, 5)
+    result = pixel_locked_bias(few, (100.0, 100.0))
+    assert not result["tested"] and not result["biased"] and "parts of the field" in result["reason"]
+    assert pixel_locked_bias(few.select(np.zeros(len(few), bool)), (100.0, 100.0))["reason"] == "no localizations"
 
 
 def synthetic_pairs(n, ratios, seed):
