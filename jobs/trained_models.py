@@ -24,7 +24,7 @@ from jobs.models import File, Institution, Job, TrainedModel
 TRAIN = ("decode-plex", "train")
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "train_history.json"
-NOT_IN_KEY = ("device",)  # where a model trains does not change what it learns
+NOT_IN_KEY = ("device", "threads")  # where and on how many cores a model trains does not change what it learns
 MAX_HISTORY_BYTES = 4 * 1024 * 1024
 
 

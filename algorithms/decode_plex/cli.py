@@ -32,13 +32,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "psf_sigma_px": 1.2, "camera": "perfect",
     "features": 48, "depth": 2,
     "epochs": 20, "steps_per_epoch": 100, "batch_size": 16, "lr": 3e-4, "schedule": "plateau", "warmup_steps": 100,
-    "val_samples": 64, "seed": 0, "device": None, "empty_frames": "penalise",
+    "val_samples": 64, "seed": 0, "device": None, "threads": None, "empty_frames": "penalise",
 }
 
 FIT_DEFAULTS: dict[str, Any] = {
     "prob_threshold": 0.5, "max_sigma_nm": None, "debias": "auto", "z_step_nm": 50.0,
     "dye_ratios": None, "n_dyes": None, "min_posterior": 0.9, "chunk": 256, "batch_size": None,
-    "mirror_second": False, "shift_px": [0, 0], "device": None,
+    "mirror_second": False, "shift_px": [0, 0], "device": None, "threads": None,
 }
 
 
@@ -122,7 +122,16 @@ def build_train(p: dict[str, Any], calibration: Any = None, transforms: list[Any
     return sim, model_cfg, tc
 
 
+def _threads(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise BadInput(f"threads must be a whole number from 1 to 1024 (or null: automatic), not {json.dumps(value)}")
+    return value
+
+
 def train_main(argv: list[str] | None) -> int:
+    from algorithms.decode_plex.model import set_cpu_threads
     from algorithms.decode_plex.samples import sample_batch
     from algorithms.decode_plex.train import TrainingDiverged, finite_or_none, plot_history, train
     from algorithms.io.calibration import CalibrationError, read_calibration, read_transforms
@@ -139,6 +148,7 @@ def train_main(argv: list[str] | None) -> int:
     args = ap.parse_args(argv)
     raw = read_params(args.params)
     params = resolve(TRAIN_DEFAULTS, raw)
+    threads = set_cpu_threads(_threads(params["threads"]))
     calibration_path = args.calibration or next(iter(_slot(args.inputs, "calibration")), None)
     transform_path = args.transform or next(iter(_slot(args.inputs, "transform")), None)
     extra: dict[str, Any] = {"simulator": "algorithms.simulation"}
@@ -163,7 +173,7 @@ def train_main(argv: list[str] | None) -> int:
     extra["simulation"] = sim.to_dict()
     extra["camera"] = params["camera"]
     extra["train_params"] = params
-    progress(0.0, "train", message="simulating on the fly; validation set drawn once")
+    progress(0.0, "train", message="simulating on the fly; validation set drawn once", cpu_threads=threads)
     try:
         model = train(model_cfg, tc, lambda b, s: sample_batch(sim, b, s, calibration), args.outputs,
                       resume=args.resume, extra=extra)
@@ -180,7 +190,7 @@ def fit_main(argv: list[str] | None) -> int:
     import torch
 
     from algorithms.decode_plex.fit import ChannelSplit, Movie, predict_movie
-    from algorithms.decode_plex.model import select_device
+    from algorithms.decode_plex.model import select_device, set_cpu_threads
     from algorithms.decode_plex.postprocess import color_table, debias, filter_table, pixel_locked_bias
     from algorithms.decode_plex.qc import qc_plots
     from algorithms.decode_plex.samples import SampleConfig, aux_maps
@@ -207,6 +217,7 @@ def fit_main(argv: list[str] | None) -> int:
     if model_path is None or not Path(model_path).is_file():
         raise BadInput(f"model file {model_path} not found")
     device = select_device(p["device"])
+    threads = set_cpu_threads(_threads(p["threads"]))
     try:
         net, blob = load_model(Path(model_path), device)
     except ValueError as exc:
@@ -246,7 +257,8 @@ def fit_main(argv: list[str] | None) -> int:
     n_raw = len(table)
     table = filter_table(table, float(p["prob_threshold"]), p["max_sigma_nm"])
     report: dict[str, Any] = {"frames": movie.n_frames, "localizations_raw": n_raw, "localizations": len(table),
-                              "debias": p["debias"], "model_code_version": blob.get("code_version")}
+                              "debias": p["debias"], "model_code_version": blob.get("code_version"),
+                              "device": str(device), "cpu_threads": threads}
     if p["debias"] == "auto":
         report["bias_test"] = pixel_locked_bias(table, cfg.px_size_nm)
     report["debiased"] = bool(len(table)) and (report["bias_test"]["biased"] if p["debias"] == "auto"

@@ -112,11 +112,15 @@ class SampleConfig:
             n_dyes, model = len(self.dye_ratios), "ratiometric"
             r = np.asarray(self.dye_ratios, float)
             transmission = np.stack([1 / (1 + r), r / (1 + r)], axis=1).tolist()
+        low, high = self.photons
+        if model == "independent" and self.channels > 1:
+            # One draw per channel: a single flux copied to every channel would show the network a ratio of 1 only.
+            low, high = [low] * self.channels, [high] * self.channels
         return SimulationConfig(
             n_frames=self.window, frame_shape=self.frame_size, px_size_nm=self.px_size_nm,
             emitters_per_frame=None, density_per_um2=self.density_per_um2, on_time_frames=self.on_time_frames,
             z_range_nm=self.z_range_nm if self.three_d else (0.0, 0.0),
-            flux={"dist": "uniform", "low": self.photons[0], "high": self.photons[1]},
+            flux={"dist": "uniform", "low": low, "high": high},
             n_channels=self.channels, n_dyes=n_dyes, photon_model=model, transmission=transmission,
             plane_ratios=list(self.plane_ratios) if self.mode == "biplane" else None,
             background={"low": self.bg[0], "high": self.bg[1]}, camera=self.camera, psf=psf,

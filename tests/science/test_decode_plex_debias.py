@@ -6,6 +6,7 @@ it is not the default."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,16 @@ def test_default_on_a_uniform_field_is_unbiased_and_no_worse_than_the_raw_positi
     assert np.sqrt(np.mean(err**2)) <= np.sqrt(np.mean(err_raw**2)) * 1.02
     qc = (tmp_path / "auto" / "qc_subpixel.png").read_bytes()
     assert qc[:8] == b"\x89PNG\r\n\x1a\n"
+    # The CPU path's threads: all cores this process may use but one, said in the report.
+    assert report["cpu_threads"] == max(1, len(os.sched_getaffinity(0)) - 1) and report["device"] == "cpu"
+
+
+@pytest.mark.parametrize("threads", ["two", 0, True, 2.5])
+def test_a_thread_count_that_is_no_count_is_refused_in_one_line(threads, tmp_path):
+    (tmp_path / "params.json").write_text(json.dumps({"threads": threads}))
+    done = subprocess.run([sys.executable, "-m", "algorithms.decode_plex", "fit", "--model", str(GENERIC_2D_EMCCD),
+                           "--frames", str(tmp_path / "none.tif"), "--params", str(tmp_path / "params.json"),
+                           "--outputs", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: threads must be a whole number")
+    assert done.stderr.count("\n") == 1

@@ -89,6 +89,19 @@ def test_multicolor_targets_carry_the_dye_ratio_per_channel():
     torch.testing.assert_close(ph[:, 1] / ph[:, 0], want, rtol=1e-5, atol=0)
 
 
+def test_multicolor_without_dye_ratios_draws_each_channel_s_photons_on_its_own():
+    """Independent photons per channel are independent: a ratio of 1 for every emitter taught the network
+    nothing about colour (issue 20)."""
+    cfg = SampleConfig(mode="multicolor", channels=2, frame_size=(32, 32), density_per_um2=0.5, dye_ratios=[],
+                       photons=(1000.0, 5000.0))
+    batch = sample_batch(cfg, 8, seed=2)
+    ph = batch.targets.photons[batch.targets.mask].double().numpy()
+    assert len(ph) > 30
+    ratio = ph[:, 1] / ph[:, 0]
+    assert np.std(np.log(ratio)) > 0.3, ratio  # uniform 1000–5000 per channel: log-ratio s.d. ≈ 0.6
+    assert np.corrcoef(ph[:, 0], ph[:, 1])[0, 1] < 0.9  # the shared on-time of a frame correlates them some (1.0 before)
+
+
 def test_same_seed_same_batch_other_seed_other_batch():
     cfg = SampleConfig(frame_size=(16, 16))
     a, b, c = sample_batch(cfg, 3, 7), sample_batch(cfg, 3, 7), sample_batch(cfg, 3, 8)
