@@ -4,6 +4,8 @@ exactly as a job fits it, scored against its truth and the CRLB.
     python -m algorithms.decode_plex train --params algorithms/decode_plex/models/generic-2d-emccd.params.json \\
         --outputs var/bundled_model/out                       # ~25 min on one shared CPU core
     python bench/bundled_model.py --install var/bundled_model/out/model.pt   # copy it in, then validate
+    python -m algorithms.decode_plex calibrate --model algorithms/decode_plex/models/generic-2d-emccd.pt \
+        --params P --outputs DIR     # a model trained before training chose its threshold: {"samples": 1024}
     python bench/bundled_model.py                              # validate the model already bundled
 
 ``--install`` checks that the model was trained with the committed params file and copies it to
@@ -13,7 +15,8 @@ exactly as a job fits it, scored against its truth and the CRLB.
 and a background level per frame uniform in 20–100 photons/px (training 10–120); 64 × 64 px frames (training
 32 × 32). The truth keeps every emitter-frame, partial blinks included (the SMLM challenge's convention).
 
-The movie goes through ``python -m algorithms.decode_plex fit`` with its default parameters (de-biasing on) as a
+The movie goes through ``python -m algorithms.decode_plex fit`` with its default parameters (de-biasing where a
+bias shows, the model's calibrated detection threshold) as a
 subprocess with ``OMP_NUM_THREADS=--threads``. Matching and metrics are ``algorithms.evaluation`` (Hungarian,
 250 nm). √CRLB per true emitter is :func:`algorithms.simulation.crlb.crlb_single` — the Fisher information of
 the pixelated Gaussian PSF under the EMCCD noise model (excess factor 2, read noise, spurious charge) at the
@@ -186,7 +189,8 @@ def main() -> None:
     validation = {**metrics, "conditions": conditions, "by_true_photons": bins,
                   "fit": {"wall_s": round(fit_s, 1), "frames_per_s": round(args.frames / fit_s, 1),
                           "threads": args.threads, "localizations": report["localizations"],
-                          "params": "defaults (debias auto, prob_threshold 0.5)"},
+                          "params": f"defaults: debias {report['debias']} ({'ran' if report['debiased'] else 'not run'}), "
+                                    f"prob_threshold {report['prob_threshold']} ({report['prob_threshold_source']})"},
                   "command": command, "measured_at_code_version": blob.get("code_version")}
     sidecar = {
         "name": GENERIC_2D_EMCCD.stem, "file": GENERIC_2D_EMCCD.name, "size_bytes": size,
@@ -198,6 +202,7 @@ def main() -> None:
                         f"{params_path().relative_to(REPO)} --outputs DIR (device cpu, one thread)",
         "code_version": blob.get("code_version"), "parameters": net.n_parameters(),
         "model_config": blob["model_config"], "camera": blob.get("camera"), "train_params": blob["train_params"],
+        "detection": {k: v for k, v in (blob.get("detection") or {}).items() if k != "curve"} or None,
         "training": training_summary(blob),
         "validation": validation,
     }

@@ -36,7 +36,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 FIT_DEFAULTS: dict[str, Any] = {
-    "prob_threshold": 0.5, "max_sigma_nm": None, "debias": "auto", "z_step_nm": 50.0,
+    "prob_threshold": None, "max_sigma_nm": None, "debias": "auto", "z_step_nm": 50.0,
     "dye_ratios": None, "n_dyes": None, "min_posterior": 0.9, "chunk": 256, "batch_size": None,
     "mirror_second": False, "shift_px": [0, 0], "device": None, "threads": None,
 }
@@ -130,6 +130,16 @@ def _threads(value: Any) -> int | None:
     return value
 
 
+def _write_detection(detection: dict[str, Any], outputs: Path) -> None:
+    """The chosen threshold and its precision/recall curve beside the model (JSON and a plot)."""
+    from algorithms.decode_plex.detection import plot_curve
+    from algorithms.decode_plex.train import finite_or_none
+
+    with atomic_output(outputs / "detection.json") as fh:
+        json.dump(finite_or_none(detection), fh, indent=1)
+    plot_curve(detection, outputs / "detection_curve.png")
+
+
 def train_main(argv: list[str] | None) -> int:
     from algorithms.decode_plex.model import set_cpu_threads
     from algorithms.decode_plex.samples import sample_batch
@@ -182,13 +192,16 @@ def train_main(argv: list[str] | None) -> int:
     with atomic_output(args.outputs / "train_history.json") as fh:
         json.dump(finite_or_none(model["history"]), fh, indent=1)
     plot_history(model["history"], args.outputs / "train_metrics.png")
-    progress(1.0, "done", outputs=["model.pt", "train_history.json", "train_metrics.png"])
+    _write_detection(model["detection"], args.outputs)
+    progress(1.0, "done", outputs=["model.pt", "train_history.json", "train_metrics.png", "detection.json",
+                                   "detection_curve.png"])
     return 0
 
 
 def fit_main(argv: list[str] | None) -> int:
     import torch
 
+    from algorithms.decode_plex.detection import model_threshold
     from algorithms.decode_plex.fit import ChannelSplit, Movie, predict_movie
     from algorithms.decode_plex.model import select_device, set_cpu_threads
     from algorithms.decode_plex.postprocess import color_table, debias, filter_table, pixel_locked_bias
@@ -246,19 +259,22 @@ def fit_main(argv: list[str] | None) -> int:
     aux = None
     if cfg.n_aux:
         aux = aux_maps(sim.geometry(), (h, w))
-    progress(0.0, "fit", frames=movie.n_frames, frame_shape=list(movie.frame_shape))
+    threshold, threshold_source = ((float(p["prob_threshold"]), "params") if p["prob_threshold"] is not None
+                                   else model_threshold(blob))
+    progress(0.0, "fit", frames=movie.n_frames, frame_shape=list(movie.frame_shape), prob_threshold=threshold)
     with torch.inference_mode():
         try:
-            table = predict_movie(net, movie, cam, split, aux, second, prob_threshold=float(p["prob_threshold"]),
+            table = predict_movie(net, movie, cam, split, aux, second, prob_threshold=threshold,
                                   batch_size=p["batch_size"], chunk=int(p["chunk"]), device=device,
                                   on_chunk=lambda f: progress(0.9 * f, "fit"))
         except ValueError as exc:
             raise BadInput(str(exc)) from None
     n_raw = len(table)
-    table = filter_table(table, float(p["prob_threshold"]), p["max_sigma_nm"])
+    table = filter_table(table, threshold, p["max_sigma_nm"])
     report: dict[str, Any] = {"frames": movie.n_frames, "localizations_raw": n_raw, "localizations": len(table),
                               "debias": p["debias"], "model_code_version": blob.get("code_version"),
-                              "device": str(device), "cpu_threads": threads}
+                              "device": str(device), "cpu_threads": threads, "prob_threshold": threshold,
+                              "prob_threshold_source": threshold_source}
     if p["debias"] == "auto":
         report["bias_test"] = pixel_locked_bias(table, cfg.px_size_nm)
     report["debiased"] = bool(len(table)) and (report["bias_test"]["biased"] if p["debias"] == "auto"
@@ -289,6 +305,53 @@ def fit_main(argv: list[str] | None) -> int:
     return 0
 
 
+def calibrate_main(argv: list[str] | None) -> int:
+    """Choose (again) a trained model's detection threshold on fresh samples of its own training simulation —
+    for models trained before training did it, or to spend more samples on it. Writes the model with it."""
+    from algorithms.decode_plex.detection import calibrate
+    from algorithms.decode_plex.model import select_device, set_cpu_threads
+    from algorithms.decode_plex.samples import SampleConfig, sample_batch
+    from algorithms.decode_plex.train import load_model, save_atomic
+
+    ap = argparse.ArgumentParser(prog="python -m algorithms.decode_plex calibrate", description=(
+        "Choose a model's detection threshold on held-out samples of its training simulation. Params (JSON): "
+        "samples (default 256), seed, device, threads. Writes model.pt, detection.json, detection_curve.png."))
+    job_arguments(ap)
+    ap.add_argument("--model", type=Path, help="model.pt written by train")
+    ap.add_argument("--calibration", type=Path, help="the PSF calibration the model was trained with, if any")
+    args = ap.parse_args(argv)
+    p = resolve({"samples": 256, "seed": 0, "device": None, "threads": None}, read_params(args.params))
+    set_cpu_threads(_threads(p["threads"]))
+    model_path = args.model or next(iter(_slot(args.inputs, "model")), None)
+    if model_path is None or not Path(model_path).is_file():
+        raise BadInput(f"model file {model_path} not found")
+    if not isinstance(p["samples"], int) or isinstance(p["samples"], bool) or not 16 <= p["samples"] <= 100_000:
+        raise BadInput(f"samples must be a whole number from 16 to 100000, not {json.dumps(p['samples'])}")
+    device = select_device(p["device"])
+    try:
+        net, blob = load_model(Path(model_path), device)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    calibration = None
+    if blob.get("calibration_sha256") and args.calibration is None:
+        raise BadInput("the model was trained with a PSF calibration: give it (--calibration)")
+    if args.calibration is not None:
+        from algorithms.io.calibration import read_calibration
+
+        if sha256_file(args.calibration) != blob.get("calibration_sha256"):
+            raise BadInput(f"the model was trained for another calibration than {args.calibration.name}")
+        calibration = read_calibration(args.calibration)
+    sim = SampleConfig.from_dict(blob["simulation"])
+    progress(0.0, "calibrate", samples=p["samples"])
+    blob["detection"] = calibrate(net, lambda b, s: sample_batch(sim, b, s, calibration), device,
+                                  samples=int(p["samples"]), seed=int(p["seed"]))
+    save_atomic(blob, args.outputs / "model.pt")
+    _write_detection(blob["detection"], args.outputs)
+    progress(1.0, "done", prob_threshold=blob["detection"]["prob_threshold"],
+             outputs=["model.pt", "detection.json", "detection_curve.png"])
+    return 0
+
+
 def info_main(argv: list[str] | None) -> int:
     from algorithms.decode_plex.train import load_model
 
@@ -306,4 +369,4 @@ def info_main(argv: list[str] | None) -> int:
     return 0
 
 
-ENTRYPOINTS = {"train": train_main, "fit": fit_main, "info": info_main}
+ENTRYPOINTS = {"train": train_main, "fit": fit_main, "calibrate": calibrate_main, "info": info_main}

@@ -4,7 +4,8 @@ Every step draws a fresh batch (seeded by ``seed`` and the step number, so a res
 the batches an uninterrupted one would); validation uses one fixed set drawn once. A checkpoint
 (``checkpoint.pt``) is written atomically at the end of every epoch; :func:`train` with ``resume=True``
 continues from it. The result is one model file (``model.pt``) holding the weights, the resolved
-configs, the calibration's sha256 and the code version (:func:`load_model` reads it back).
+configs, the calibration's sha256, the code version and the detection threshold chosen on held-out samples
+(:mod:`algorithms.decode_plex.detection`); :func:`load_model` reads it back.
 
 The sample source is any ``sampler(batch_size, seed)`` returning an object with ``frames`` (B, T, C, H,
 W) photons, ``aux``, ``targets`` (:class:`~algorithms.decode_plex.loss.Targets`) and ``truth`` (LocTable,
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from algorithms.cli import atomic_path, progress
+from algorithms.decode_plex.detection import calibrate
 from algorithms.decode_plex.loss import LossConfig, decode_plex_loss
 from algorithms.decode_plex.model import DecodePlexNet, ModelConfig, select_device
 from algorithms.decode_plex.postprocess import extract
@@ -225,8 +227,15 @@ def train(
         save_atomic({"weights": net.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": None if sched is None else sched.state_dict(), "epoch": epoch + 1,
                      "history": history, "best_loss": best, "model_config": model_cfg.to_dict()}, ckpt_path)
+    # The detection threshold the model is fitted with, chosen on samples no step or validation saw.
+    net.eval()
+    detection = calibrate(net, sampler, device, samples=max(tc.val_samples, 16), seed=tc.seed,
+                          batch_size=tc.batch_size)
+    report(1.0, "calibrate", metrics={"prob_threshold": detection["prob_threshold"], "calibration_jaccard": max(
+        p["jaccard"] for p in detection["curve"])})
     model_file = {
         "format": MODEL_FORMAT,
+        "detection": detection,
         "weights": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "model_config": model_cfg.to_dict(),
         "train_config": asdict(tc),

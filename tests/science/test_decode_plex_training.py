@@ -50,6 +50,55 @@ def trained(tmp_path_factory):
     return out / "model.pt", blob
 
 
+def test_training_chooses_the_detection_threshold_on_held_out_samples(trained):
+    _, blob = trained
+    detection = blob["detection"]
+    thresholds = [p["threshold"] for p in detection["curve"]]
+    assert thresholds == sorted(thresholds) and detection["prob_threshold"] in thresholds
+    top = max(detection["curve"], key=lambda p: p["jaccard"])
+    se = np.sqrt(top["jaccard"] * (1 - top["jaccard"]) / (top["tp"] + top["fp"] + top["fn"]))
+    chosen = next(p for p in detection["curve"] if p["threshold"] == detection["prob_threshold"])
+    assert chosen["jaccard"] >= top["jaccard"] - se - 1e-12 and chosen["threshold"] >= top["threshold"]
+    recall = [p["recall"] for p in detection["curve"]]
+    assert recall == sorted(recall, reverse=True)  # a higher threshold never finds more
+    assert detection["samples"] >= 16
+
+
+def test_fit_takes_a_given_threshold_and_the_old_fixed_one_for_a_model_that_has_none(trained, movie, tmp_path):
+    model_path, blob = trained
+    old = tmp_path / "old.pt"
+    torch.save({k: v for k, v in blob.items() if k != "detection"}, old)
+    for name, model, params, want in (("old", old, {}, (0.5, "default")),
+                                      ("given", model_path, {"prob_threshold": 0.8}, (0.8, "params"))):
+        (tmp_path / f"{name}.json").write_text(json.dumps(params))
+        fit = run_cli("-m", "algorithms.decode_plex", "fit", "--model", str(model), "--frames",
+                      str(movie / "movie.tif"), "--params", str(tmp_path / f"{name}.json"), "--outputs",
+                      str(tmp_path / name))
+        assert fit.returncode == 0, fit.stderr
+        report = json.loads((tmp_path / name / "fit_report.json").read_text())
+        assert (report["prob_threshold"], report["prob_threshold_source"]) == want
+
+
+def test_choosing_takes_the_highest_threshold_as_good_as_the_best_within_its_error():
+    from algorithms.decode_plex.detection import choose, detection_curve
+
+    truth = LocTable.from_arrays(frame=np.arange(100), x=np.full(100, 500.0), y=np.full(100, 500.0))
+    real = LocTable.from_arrays(frame=np.arange(100), x=np.full(100, 503.0), y=np.full(100, 498.0),
+                                prob=np.full(100, 0.9))
+    # 30 dim false positives far from any emitter, with the probabilities a half-trained model gives them
+    ghosts = LocTable.from_arrays(frame=np.arange(30), x=np.full(30, 2500.0), y=np.full(30, 2500.0),
+                                  prob=np.linspace(0.51, 0.77, 30))
+    pred = LocTable({k: np.concatenate([real[k], ghosts[k]]) for k in real.columns})
+    curve = detection_curve(truth, pred, (0.3, 0.5, 0.8, 0.85, 0.95))
+    assert [round(p["jaccard"], 3) for p in curve] == [round(100 / 130, 3), round(100 / 130, 3), 1.0, 1.0, 0.0]
+    assert choose(curve) == 0.85
+    # A curve flat within its noise: the higher threshold of the two
+    flat = [{"threshold": 0.35, "jaccard": 0.9286, "tp": 2600, "fp": 22, "fn": 178},
+            {"threshold": 0.5, "jaccard": 0.9262, "tp": 2590, "fp": 7, "fn": 199},
+            {"threshold": 0.55, "jaccard": 0.9200, "tp": 2570, "fp": 4, "fn": 220}]
+    assert choose(flat) == 0.5
+
+
 def brightest_pixel_baseline(frames: torch.Tensor, px_nm: float) -> LocTable:
     """A trivial detector: one localization per frame at the centre of its brightest pixel."""
     f = frames[:, 0, 0].reshape(len(frames), -1)
@@ -161,6 +210,11 @@ def test_fit_cli_finds_emitters_and_compare_cli_scores_them(trained, movie, tmp_
     assert len(h5) == len(csv) and np.allclose(h5["x"], csv["x"], rtol=1e-5)
     report = json.loads((tmp_path / "fit" / "fit_report.json").read_text())
     assert report["debias"] == "auto" and "bias_test" in report and report["frames"] == 30
+    # The detection threshold chosen at the end of training is the fit's default, and says so.
+    chosen = trained[1]["detection"]["prob_threshold"]
+    assert report["prob_threshold"] == chosen and report["prob_threshold_source"] == "model"
+    assert len(h5) == report["localizations"]
+    assert (h5["prob"] >= chosen).all()
     cmp = run_cli("-m", "algorithms.evaluation", "compare", "--truth", str(movie / "truth.csv"),
                   "--pred", str(tmp_path / "fit" / "locs.h5"), "--outputs", str(tmp_path / "cmp"))
     assert cmp.returncode == 0, cmp.stderr
