@@ -250,11 +250,16 @@ def fit_main(argv: list[str] | None) -> int:
     if not isinstance(blob.get("simulation"), dict):
         raise BadInput(f"{Path(model_path).name} lacks the simulation parameters it was trained with; train it again")
     sim = SampleConfig.from_dict(blob["simulation"])
+    if movie.channels > 1 and movie.channels != cfg.channels:
+        raise BadInput(f"the movie holds {movie.channels} channels a frame; the model takes {cfg.channels}")
+    if second is not None and (movie.channels > 1 or second.channels > 1):
+        raise BadInput("a movie holds its channels already: give one movie, not a second camera")
+    halves = cfg.channels > 1 and second is None and movie.channels == 1  # one camera, two halves
     h = movie.frame_shape[0]
-    w = movie.frame_shape[1] // (2 if cfg.channels > 1 and second is None else 1)
+    w = movie.frame_shape[1] // (2 if halves else 1)
     if h < 2**cfg.depth or w < 2**cfg.depth:
         raise BadInput(f"frames of {movie.frame_shape} px are too small for this model")
-    if cfg.channels > 1 and second is None and movie.frame_shape[1] % 2:
+    if halves and movie.frame_shape[1] % 2:
         raise BadInput(f"frames are {movie.frame_shape[1]} px wide: a two-halves split needs an even width")
     aux = None
     if cfg.n_aux:

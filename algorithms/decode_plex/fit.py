@@ -45,22 +45,26 @@ class Movie:
             self._movie = open_movie([Path(p) for p in paths])
         except BadInput as exc:
             raise ValueError(str(exc)) from None
-        self.n_frames = len(self._movie)
+        # A file that declares its channels (the simulator's TCYX) holds them interleaved: C images a frame.
+        self.channels = self._movie.channels
+        self.n_frames = len(self._movie) // self.channels
         self.frame_shape: tuple[int, int] = tuple(self._movie.shape[1:])  # type: ignore[assignment]
         if self.n_frames == 0:
             raise ValueError("the movie has zero frames")
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Frames [start, stop) as float32 (n, H, W)."""
+        """Frames [start, stop) as float32: (n, H, W), or (n, C, H, W) for a file with C channels."""
         from algorithms.cli import BadInput
 
         start, stop = max(start, 0), min(stop, self.n_frames)
+        c = self.channels
         if start >= stop:
-            return np.zeros((0, *self.frame_shape), np.float32)
+            return np.zeros((0, *(() if c == 1 else (c,)), *self.frame_shape), np.float32)
         try:
-            return np.asarray(self._movie.block(start, stop), dtype=np.float32)
+            block = np.asarray(self._movie.block(start * c, stop * c), dtype=np.float32)
         except BadInput as exc:  # a damaged compressed page, found only when decoded
             raise ValueError(str(exc)) from None
+        return block if c == 1 else block.reshape(stop - start, c, *self.frame_shape)
 
 
 @dataclass
@@ -72,7 +76,12 @@ class ChannelSplit:
     shift_px: tuple[int, int] = (0, 0)  # whole-pixel (x, y) roll of channel 1 after mirroring
 
     def split(self, frames: np.ndarray, second: np.ndarray | None = None) -> np.ndarray:
-        """(n, H, W) [+ (n, H, W) of a second camera] → (n, C, H', W')."""
+        """(n, H, W) [+ (n, H, W) of a second camera] → (n, C, H', W'); (n, C, H, W) from a file that holds
+        its channels is already split."""
+        if frames.ndim == 4:
+            if second is not None:
+                raise ValueError("the movie holds its channels already: give no second camera")
+            return frames
         if self.channels == 1:
             return frames[:, None]
         if second is not None:

@@ -9,7 +9,8 @@ Conventions (SMLM challenge 2016, Sage et al. 2019; DECODE-Plex for color):
   in 3D ``efficiency_vol`` is the mean of the lateral and axial efficiencies (the challenge's
   "3D efficiency"); in 2D it is the lateral one.
 - ``photon_rmse = sqrt(mean((N_pred - N_true)²))`` over true positives having `photons` in both tables.
-- color (column ``code``; −1 = rejected): ``color_accuracy = TP with the right code / TP``,
+- color (column ``code``; −1 = rejected; the truth's may be ``dye``, as the simulator calls it):
+  ``color_accuracy = TP with the right code / TP``,
   ``rejection_rate = TP with code −1 / TP``, ``color_accuracy_assigned`` = right / not rejected.
 - when the truth carries ``crlb_x``/``crlb_y``(/``crlb_z``) in nm (1 s.d.), ``rmse_lat_over_crlb =
   rmse_lat / sqrt(mean(crlb_x² + crlb_y²))`` over the same pairs (and ``rmse_ax_over_crlb``).
@@ -71,8 +72,9 @@ def metrics_from_matches(truth: LocTable, pred: LocTable, m: Matches) -> dict[st
     if "photons" in truth and "photons" in pred:
         dn = pred["photons"][p] - truth["photons"][t]
         out["photon_rmse"] = _rms(dn * dn)
-    if "code" in truth and "code" in pred:
-        tc = np.asarray(truth["code"][t]).astype(np.int64)
+    true_colour = "code" if "code" in truth else "dye" if "dye" in truth else None  # the simulator writes dye
+    if true_colour and "code" in pred:
+        tc = np.asarray(truth[true_colour][t]).astype(np.int64)
         pc = np.asarray(pred["code"][p]).astype(np.int64)
         rejected = pc < 0
         right = (pc == tc) & ~rejected

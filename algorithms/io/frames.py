@@ -95,6 +95,7 @@ class _File:
         self.shape = first.shape
         self.dtype = first.dtype
         self.pages = pages
+        self.channels = _channels(self.tif, path)
         self.offsets: list[int] | None = None
         n_imagej = int((self.tif.imagej_metadata or {}).get("images", 0)) if self.tif.is_imagej else 0
         if all(p.is_contiguous and p.shape == self.shape and p.dtype == self.dtype for p in pages):
@@ -152,12 +153,24 @@ class Movie:
         shapes = {f.shape for f in self.files}
         if len(shapes) > 1:
             raise bad(self.files[-1].path, f"frame size differs between files: {sorted(shapes)}")
+        if len({f.channels for f in self.files}) > 1:
+            raise bad(self.files[-1].path, "the files hold different numbers of channels: "
+                                           f"{', '.join(str(f.channels) for f in self.files)}")
+        for f in self.files:
+            if len(f) % f.channels:
+                raise bad(f.path, f"holds {len(f)} images, not a whole number of frames of {f.channels} channels")
         self._starts = np.cumsum([0] + [len(f) for f in self.files])
         self.metadata = read_metadata(self.files[0])
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return (int(self._starts[-1]), *self.files[0].shape)
+
+    @property
+    def channels(self) -> int:
+        """Channels the files declare (tifffile or ImageJ axes ...CYX), stored interleaved: image t·C + c is
+        channel c of frame t. 1 when they declare none."""
+        return self.files[0].channels
 
     @property
     def dtype(self) -> np.dtype:
@@ -204,6 +217,23 @@ class Movie:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _channels(tif: Any, path: Path) -> int:
+    """How many channels a TIFF declares per frame; only the interleaved order (axes ending in CYX) is read,
+    any other order is refused rather than taken for a longer movie of one channel."""
+    try:
+        series = tif.series[0] if tif.series else None
+    except Exception:  # noqa: BLE001 - metadata tifffile cannot parse: no declared axes
+        return 1
+    axes = getattr(series, "axes", "") or ""
+    if "C" not in axes or series.shape[axes.index("C")] == 1:
+        return 1
+    channels = int(series.shape[axes.index("C")])
+    if not axes.endswith("CYX"):
+        raise bad(path, f"holds {channels} channels stored one after the other (axes {axes}); save them "
+                        "interleaved (axes TCYX) or one file per camera")
+    return channels
 
 
 def open_movie(paths: Path | str | Sequence[Path | str]) -> Movie:

@@ -206,3 +206,31 @@ def test_fit_cli_assigns_colours_from_one_camera_split_in_halves_or_two_cameras(
         assert m["jaccard"] >= 0.6, m  # 400 steps: bright emitters found, dim/overlapping ones missed
         assert m["color_accuracy"] >= 0.9 and m["rejection_rate"] <= 0.1, m
         assert m["rmse_ax"] < 250.0, m  # nm, z range ±300 nm: z is learned, if coarsely
+
+
+def test_a_file_that_holds_its_channels_fits_as_two_cameras_do(multicolor_model, two_channel_movie, tmp_path):
+    """The simulator writes its channels interleaved in one TIFF (axes TCYX): read as frames of two channels,
+    not as a movie twice as long (issue 20), and refused where the model or the order does not fit."""
+    from algorithms.decode_plex.bundled import GENERIC_2D_EMCCD
+
+    movie, _ = two_channel_movie
+    a, b = tifffile.imread(movie / "cam_a.tif"), tifffile.imread(movie / "cam_b.tif")
+    tifffile.imwrite(tmp_path / "tcyx.tif", np.stack([a, b], axis=1), metadata={"axes": "TCYX"})
+    one = _fit(multicolor_model, tmp_path / "one", [tmp_path / "tcyx.tif"])
+    cams = _fit(multicolor_model, tmp_path / "cams", [movie / "cam_a.tif"], [movie / "cam_b.tif"])
+    assert one["frames"] == cams["frames"] == 20
+    x, y = read_table(tmp_path / "one" / "locs.h5"), read_table(tmp_path / "cams" / "locs.h5")
+    assert len(x) == len(y) > 0
+    for col in ("frame", "x", "y", "photons_0", "photons_1", "code"):
+        np.testing.assert_allclose(x[col], y[col], rtol=1e-5, atol=1e-3, err_msg=col)
+
+    tifffile.imwrite(tmp_path / "ctyx.tif", np.stack([a, b], axis=0), metadata={"axes": "CTYX"})
+    for model, frames, extra, words in (
+            (GENERIC_2D_EMCCD, tmp_path / "tcyx.tif", [], "holds 2 channels a frame; the model takes 1"),
+            (multicolor_model, tmp_path / "tcyx.tif", ["--frames-b", str(movie / "cam_b.tif")], "not a second camera"),
+            (multicolor_model, tmp_path / "ctyx.tif", [], "stored one after the other (axes CTYX)")):
+        done = subprocess.run([sys.executable, "-m", "algorithms.decode_plex", "fit", "--model", str(model),
+                               "--frames", str(frames), *extra, "--outputs", str(tmp_path / "refused")],
+                              cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 2 and words in done.stderr and done.stderr.count("\n") == 1, done.stderr

@@ -100,6 +100,9 @@ def test_color_accuracy_and_rejection_rate():
     assert out["color_accuracy"] == pytest.approx(3 / 5)
     assert out["rejection_rate"] == pytest.approx(1 / 5)
     assert out["color_accuracy_assigned"] == pytest.approx(3 / 4)
+    # The simulator's truth names the colour `dye`: scored the same
+    as_dye = table([0] * 5, [0, 1000, 2000, 3000, 4000], [0] * 5, dye=[0, 0, 1, 1, 1])
+    assert evaluate(as_dye, pred)["color_accuracy"] == pytest.approx(3 / 5)
 
 
 def test_rmse_relative_to_crlb():

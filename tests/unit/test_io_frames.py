@@ -78,3 +78,23 @@ def test_truncated_and_garbage_files_are_bad_input(tmp_path):
     for name in ("cut.tif", "junk.tif"):
         with pytest.raises(BadInput, match=name):
             open_movie(tmp_path / name)
+
+
+@pytest.mark.parametrize("kind", ["tifffile", "imagej", "ome"])
+def test_declared_channels_are_read_as_channels_of_a_frame(tmp_path, kind):
+    data = _stack(t=6 * 2).reshape(6, 2, 16, 20)  # frame t, channel c is image 2t + c
+    kwargs = {"tifffile": {"metadata": {"axes": "TCYX"}}, "imagej": {"imagej": True, "metadata": {"axes": "TCYX"}},
+              "ome": {"ome": True, "metadata": {"axes": "TCYX"}}}[kind]
+    tifffile.imwrite(tmp_path / "m.tif", data, **kwargs)
+    with open_movie(tmp_path / "m.tif") as movie:
+        assert movie.channels == 2 and len(movie) == 12
+        np.testing.assert_array_equal(movie[5], data[2, 1])
+
+
+def test_channels_stored_one_after_the_other_are_refused_not_taken_for_a_longer_movie(tmp_path):
+    tifffile.imwrite(tmp_path / "m.tif", _stack(t=12).reshape(2, 6, 16, 20), metadata={"axes": "CTYX"})
+    with pytest.raises(BadInput, match="2 channels stored one after the other"):
+        open_movie(tmp_path / "m.tif")
+    tifffile.imwrite(tmp_path / "one.tif", _stack(t=4)[:, None], metadata={"axes": "TCYX"})
+    with open_movie(tmp_path / "one.tif") as movie:
+        assert movie.channels == 1 and len(movie) == 4
