@@ -130,6 +130,20 @@ def _threads(value: Any) -> int | None:
     return value
 
 
+def _photometry(cfg: Any, sim: Any, camera: Any, calibration_path: Path | None) -> Any:
+    """Colour assignment's photometry with the PSFs, geometry and camera the model was trained with."""
+    from algorithms.decode_plex.photometry import Photometry
+    from algorithms.io.calibration import CalibrationError, read_calibration
+    from algorithms.simulation.render import make_psfs
+
+    try:
+        calibration = read_calibration(calibration_path) if calibration_path is not None else None
+        psfs = make_psfs(sim.simulation_config(0), calibration)
+    except (CalibrationError, ValueError) as exc:
+        raise BadInput(str(exc).splitlines()[0]) from None
+    return Photometry(psfs, sim.geometry(), tuple(cfg.px_size_nm), excess=2.0 if camera.kind == "emccd" else 1.0)
+
+
 def _write_detection(detection: dict[str, Any], outputs: Path) -> None:
     """The chosen threshold and its precision/recall curve beside the model (JSON and a plot)."""
     from algorithms.decode_plex.detection import plot_curve
@@ -141,6 +155,7 @@ def _write_detection(detection: dict[str, Any], outputs: Path) -> None:
 
 
 def train_main(argv: list[str] | None) -> int:
+    from algorithms.decode_plex.detection import density_samplers
     from algorithms.decode_plex.model import set_cpu_threads
     from algorithms.decode_plex.samples import sample_batch
     from algorithms.decode_plex.train import TrainingDiverged, finite_or_none, plot_history, train
@@ -186,7 +201,8 @@ def train_main(argv: list[str] | None) -> int:
     progress(0.0, "train", message="simulating on the fly; validation set drawn once", cpu_threads=threads)
     try:
         model = train(model_cfg, tc, lambda b, s: sample_batch(sim, b, s, calibration), args.outputs,
-                      resume=args.resume, extra=extra)
+                      resume=args.resume, extra=extra,
+                      calibration_samplers=density_samplers(sim, sample_batch, calibration))
     except TrainingDiverged as exc:  # an algorithm failure (exit 1), not bad input
         raise SystemExit(f"error: {exc}") from None
     with atomic_output(args.outputs / "train_history.json") as fh:
@@ -264,6 +280,7 @@ def fit_main(argv: list[str] | None) -> int:
     aux = None
     if cfg.n_aux:
         aux = aux_maps(sim.geometry(), (h, w))
+    photometry = _photometry(cfg, sim, cam, calibration) if cfg.mode == "multicolor" else None
     threshold, threshold_source = ((float(p["prob_threshold"]), "params") if p["prob_threshold"] is not None
                                    else model_threshold(blob))
     progress(0.0, "fit", frames=movie.n_frames, frame_shape=list(movie.frame_shape), prob_threshold=threshold)
@@ -271,7 +288,7 @@ def fit_main(argv: list[str] | None) -> int:
         try:
             table = predict_movie(net, movie, cam, split, aux, second, prob_threshold=threshold,
                                   batch_size=p["batch_size"], chunk=int(p["chunk"]), device=device,
-                                  on_chunk=lambda f: progress(0.9 * f, "fit"))
+                                  on_chunk=lambda f: progress(0.9 * f, "fit"), photometry=photometry)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
     n_raw = len(table)
@@ -295,6 +312,7 @@ def fit_main(argv: list[str] | None) -> int:
             report["color_error"] = str(exc)
         else:
             report["dye_ratios"] = table.meta["dye_ratios"]
+            report["color_photons"] = table.meta["color_photons"]
             report["rejection_rate"] = float(np.mean(table["code"] < 0)) if len(table) else None
     # Tables carry one camera pixel size (x; pixels are square in every reader and writer), the pair beside it:
     # a list under px_size_nm made every consumer that expects a number (QC, SMAP/DECODE writers) fail.
@@ -313,7 +331,7 @@ def fit_main(argv: list[str] | None) -> int:
 def calibrate_main(argv: list[str] | None) -> int:
     """Choose (again) a trained model's detection threshold on fresh samples of its own training simulation —
     for models trained before training did it, or to spend more samples on it. Writes the model with it."""
-    from algorithms.decode_plex.detection import calibrate
+    from algorithms.decode_plex.detection import calibrate, density_samplers
     from algorithms.decode_plex.model import select_device, set_cpu_threads
     from algorithms.decode_plex.samples import SampleConfig, sample_batch
     from algorithms.decode_plex.train import load_model, save_atomic
@@ -348,7 +366,7 @@ def calibrate_main(argv: list[str] | None) -> int:
         calibration = read_calibration(args.calibration)
     sim = SampleConfig.from_dict(blob["simulation"])
     progress(0.0, "calibrate", samples=p["samples"])
-    blob["detection"] = calibrate(net, lambda b, s: sample_batch(sim, b, s, calibration), device,
+    blob["detection"] = calibrate(net, density_samplers(sim, sample_batch, calibration), device,
                                   samples=int(p["samples"]), seed=int(p["seed"]))
     save_atomic(blob, args.outputs / "model.pt")
     _write_detection(blob["detection"], args.outputs)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from algorithms.decode_plex.model import DecodePlexNet, pad_to_multiple
+from algorithms.decode_plex.photometry import Photometry
 from algorithms.decode_plex.postprocess import extract
 from algorithms.io.table import LocTable
 from algorithms.simulation.camera import Camera
@@ -132,8 +133,10 @@ def predict_movie(
     chunk: int = 256,
     device: torch.device | None = None,
     on_chunk: Any = None,
+    photometry: Photometry | None = None,
 ) -> LocTable:
-    """Localizations of every frame of ``movie`` (nm, 0-based frames) before filtering / de-biasing."""
+    """Localizations of every frame of ``movie`` (nm, 0-based frames) before filtering / de-biasing;
+    with ``photometry``, each channel's photons measured in the frames at their positions as well."""
     device = device or next(net.parameters()).device
     cfg = net.cfg
     n = movie.n_frames
@@ -168,7 +171,11 @@ def predict_movie(
                     a, _ = pad_to_multiple(aux_t.unsqueeze(0).expand(len(x), -1, -1, -1), 2**cfg.depth)
                 out = net(x, a)
                 out = {k: v[..., :h0, :w0] for k, v in out.items()}
-                tables.append(extract(out, cfg, prob_threshold, frame_offset=start + b0))
+                table = extract(out, cfg, prob_threshold, frame_offset=start + b0)
+                if photometry is not None:
+                    centre = win[b0 : b0 + bs, cfg.window // 2]  # (n, C, H, W) photons
+                    table = table.with_columns(**photometry.measure(centre, table, frame_offset=start + b0))
+                tables.append(table)
             if on_chunk is not None:
                 on_chunk(stop / n)
     names = tables[0].columns.keys()

@@ -107,6 +107,9 @@ def extract(
             cols["sigma_photons"] = sig[:, 0] * cfg.photon_scale
         bg = at("bg") * cfg.bg_scale
         cols["bg"] = bg[:, 0]
+        if cfg.channels > 1:  # each channel's own, for the photometry of colour assignment
+            for c in range(cfg.channels):
+                cols[f"bg_{c}"] = bg[:, c]
         for c in range(1, bg.shape[1]):
             cols[f"bg_{c}"] = bg[:, c]
     return LocTable.from_arrays({"px_size_nm": list(cfg.px_size_nm)}, **cols)
@@ -283,11 +286,21 @@ def _posteriors(photons: np.ndarray, sigma: np.ndarray, fractions: np.ndarray) -
 def color_table(
     table: LocTable, dye_ratios: list[float] | None = None, n_dyes: int = 2, min_posterior: float = 0.9
 ) -> LocTable:
-    """Add ``code`` (−1 = rejected) and ``color_posterior`` from ``photons_0/1`` and their σ."""
-    photons = np.column_stack([table["photons_0"], table["photons_1"]])
-    sigma = np.column_stack([table["sigma_photons_0"], table["sigma_photons_1"]])
+    """Add ``code`` (−1 = rejected) and ``color_posterior`` from the photons per channel and their σ: those
+    measured in the frames (``photometry_0/1``, :mod:`~algorithms.decode_plex.photometry`) when the table has
+    them, else the network's own (``photons_0/1``). ``meta["color_photons"]`` says which."""
+    source = "photometry" if "photometry_0" in table and "photometry_1" in table else "network"
+    if source == "photometry":
+        photons = np.column_stack([table["photometry_0"], table["photometry_1"]])
+        sigma = np.column_stack([table["photometry_sigma_0"], table["photometry_sigma_1"]])
+        bad = ~np.isfinite(photons).all(1) | ~np.isfinite(sigma).all(1)
+        photons, sigma = np.where(bad[:, None], 0.0, photons), np.where(bad[:, None], 1e9, sigma)  # rejected
+    else:
+        photons = np.column_stack([table["photons_0"], table["photons_1"]])
+        sigma = np.column_stack([table["sigma_photons_0"], table["sigma_photons_1"]])
     ratios = list(dye_ratios) if dye_ratios else find_dye_ratios(photons, n_dyes, sigma)
     code, post = assign_colors(photons, sigma, dye_fractions(ratios), min_posterior)
     result = table.with_columns(code=code, color_posterior=post)
     result.meta["dye_ratios"] = ratios
+    result.meta["color_photons"] = source
     return result

@@ -24,6 +24,7 @@ import torch
 
 from algorithms.decode_plex.loss import Targets
 from algorithms.decode_plex.model import ModelConfig
+from algorithms.decode_plex.postprocess import dye_fractions
 from algorithms.io.table import LocTable
 from algorithms.simulation.geometry import ChannelGeometry, translation
 from algorithms.simulation.render import SimulationConfig, simulate
@@ -110,8 +111,7 @@ class SampleConfig:
             model = "biplane"
         elif self.mode == "multicolor" and self.dye_ratios:
             n_dyes, model = len(self.dye_ratios), "ratiometric"
-            r = np.asarray(self.dye_ratios, float)
-            transmission = np.stack([1 / (1 + r), r / (1 + r)], axis=1).tolist()
+            transmission = dye_fractions(self.dye_ratios).tolist()
         low, high = self.photons
         if model == "independent" and self.channels > 1:
             # One draw per channel: a single flux copied to every channel would show the network a ratio of 1 only.

@@ -147,10 +147,12 @@ def train(
     resume: bool = False,
     extra: dict[str, Any] | None = None,
     report: Callable[..., None] = progress,
+    calibration_samplers: dict[float, Callable[[int, int], Any]] | None = None,
 ) -> dict[str, Any]:
     """Train and write ``model.pt`` (+ ``checkpoint.pt`` each epoch) into ``outputs``; returns the model file.
 
     ``extra`` is stored in the model file as is (simulation parameters, calibration sha256, camera).
+    ``calibration_samplers`` (density → sampler) choose the detection threshold; by default ``sampler``.
     Raises :class:`TrainingDiverged` when the loss or gradients blow up.
     """
     outputs = Path(outputs)
@@ -229,8 +231,8 @@ def train(
                      "history": history, "best_loss": best, "model_config": model_cfg.to_dict()}, ckpt_path)
     # The detection threshold the model is fitted with, chosen on samples no step or validation saw.
     net.eval()
-    detection = calibrate(net, sampler, device, samples=max(tc.val_samples, 16), seed=tc.seed,
-                          batch_size=tc.batch_size)
+    detection = calibrate(net, calibration_samplers or {0.0: sampler}, device, samples=max(tc.val_samples, 64),
+                          seed=tc.seed, batch_size=tc.batch_size)
     report(1.0, "calibrate", metrics={"prob_threshold": detection["prob_threshold"], "calibration_jaccard": max(
         p["jaccard"] for p in detection["curve"])})
     model_file = {

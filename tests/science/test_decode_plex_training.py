@@ -55,13 +55,11 @@ def test_training_chooses_the_detection_threshold_on_held_out_samples(trained):
     detection = blob["detection"]
     thresholds = [p["threshold"] for p in detection["curve"]]
     assert thresholds == sorted(thresholds) and detection["prob_threshold"] in thresholds
-    top = max(detection["curve"], key=lambda p: p["jaccard"])
-    se = np.sqrt(top["jaccard"] * (1 - top["jaccard"]) / (top["tp"] + top["fp"] + top["fn"]))
     chosen = next(p for p in detection["curve"] if p["threshold"] == detection["prob_threshold"])
-    assert chosen["jaccard"] >= top["jaccard"] - se - 1e-12 and chosen["threshold"] >= top["threshold"]
+    assert chosen["jaccard"] == max(p["jaccard"] for p in detection["curve"])
     recall = [p["recall"] for p in detection["curve"]]
     assert recall == sorted(recall, reverse=True)  # a higher threshold never finds more
-    assert detection["samples"] >= 16
+    assert detection["samples"] >= 64
 
 
 def test_fit_takes_a_given_threshold_and_the_old_fixed_one_for_a_model_that_has_none(trained, movie, tmp_path):
@@ -79,7 +77,7 @@ def test_fit_takes_a_given_threshold_and_the_old_fixed_one_for_a_model_that_has_
         assert (report["prob_threshold"], report["prob_threshold_source"]) == want
 
 
-def test_choosing_takes_the_highest_threshold_as_good_as_the_best_within_its_error():
+def test_choosing_takes_the_highest_jaccard_index_and_of_equal_ones_the_higher_threshold():
     from algorithms.decode_plex.detection import choose, detection_curve
 
     truth = LocTable.from_arrays(frame=np.arange(100), x=np.full(100, 500.0), y=np.full(100, 500.0))
@@ -92,11 +90,6 @@ def test_choosing_takes_the_highest_threshold_as_good_as_the_best_within_its_err
     curve = detection_curve(truth, pred, (0.3, 0.5, 0.8, 0.85, 0.95))
     assert [round(p["jaccard"], 3) for p in curve] == [round(100 / 130, 3), round(100 / 130, 3), 1.0, 1.0, 0.0]
     assert choose(curve) == 0.85
-    # A curve flat within its noise: the higher threshold of the two
-    flat = [{"threshold": 0.35, "jaccard": 0.9286, "tp": 2600, "fp": 22, "fn": 178},
-            {"threshold": 0.5, "jaccard": 0.9262, "tp": 2590, "fp": 7, "fn": 199},
-            {"threshold": 0.55, "jaccard": 0.9200, "tp": 2570, "fp": 4, "fn": 220}]
-    assert choose(flat) == 0.5
 
 
 def brightest_pixel_baseline(frames: torch.Tensor, px_nm: float) -> LocTable:
