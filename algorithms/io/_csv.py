@@ -18,7 +18,13 @@ def first_line(path: Path, size: int = 4096) -> str:
 
 
 def split_header(line: str) -> list[str]:
-    return [name.strip() for name in next(csv.reader(io.StringIO(line), skipinitialspace=True))]
+    """The header's names. A spreadsheet that re-saves a quoted header can wrap the whole line in one more
+    pair of quotes, doubling the inner ones (a line starting ``"id,""frame"",``): one field holding the real
+    header, which is split again."""
+    names = [name.strip() for name in next(csv.reader(io.StringIO(line), skipinitialspace=True), [])]
+    if len(names) == 1 and "," in names[0]:
+        return split_header(names[0])
+    return names
 
 
 def is_numeric_row(fields: list[str]) -> bool:

@@ -119,11 +119,16 @@ def _columns_out(table: LocTable) -> list[tuple[str, str, np.ndarray]]:
         (("psf_sigma_x", "psf_sigma_y"), "sigma", "sigma1", "sigma2"),
         (("sigma_x", "sigma_y"), "uncertainty_xy", "uncertainty_x", "uncertainty_y"),
     ):
-        if all(c in table for c in pair) and np.array_equal(table[pair[0]], table[pair[1]]):
+        both = all(c in table for c in pair) and not any(c in used for c in pair)
+        if both and np.array_equal(table[pair[0]], table[pair[1]]):
             take(single, "nm", *pair)
-        else:
-            take(first, "nm", pair[0])
-            take(second, "nm", pair[1])
+            continue
+        if both and (single == "uncertainty_xy" or not table.is_3d):
+            # Picasso's import_ts reads `uncertainty_xy` (and `sigma` in 2D) only: their mean square root
+            # goes first, the exact x and y after it (read later, they are what this reader keeps).
+            out.append((single, "nm", np.sqrt((table[pair[0]] ** 2 + table[pair[1]] ** 2) / 2)))
+        take(first, "nm", pair[0])
+        take(second, "nm", pair[1])
     take("intensity", "photon", "photons")
     take("offset", "photon", "bg")
     take("uncertainty_z", "nm", "sigma_z")

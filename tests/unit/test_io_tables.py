@@ -204,6 +204,29 @@ def test_thunderstorm_with_and_without_quotes(tmp_path):
         assert {n.strip('"') for n in header.split(",")} == set(names)
 
 
+def test_thunderstorm_header_a_spreadsheet_wrapped_in_quotes_reads_like_the_original(tmp_path):
+    rows = "1,2,150.5,250.25,8.5\n2,5,1.5,2.5,9\n"
+    names = ["id", "frame", "x [nm]", "y [nm]", "uncertainty_xy [nm]"]
+    plain, wrapped = tmp_path / "plain.csv", tmp_path / "wrapped.csv"
+    plain.write_text(",".join(f'"{n}"' for n in names) + "\n" + rows)
+    wrapped.write_text('"' + ",".join(f'""{n}""' for n in names) + '"\n' + rows)  # "id,""frame"",...
+    assert detect_format(wrapped) == "thunderstorm"
+    _assert_same(read_table(plain), read_table(wrapped))
+
+
+@pytest.mark.parametrize("three_d", [False, True])
+def test_thunderstorm_we_write_has_the_columns_picassos_import_reads_and_reads_back_exactly(tmp_path, three_d):
+    """picasso.io.import_ts reads frame, x/y [nm], intensity/offset [photon], uncertainty_xy [nm] and sigma [nm]
+    (2D) or sigma1/sigma2 [nm] (3D), nothing else; unequal x/y uncertainties went out as uncertainty_x/_y only."""
+    table = _table(50, three_d=three_d)
+    [path] = write_table(table, tmp_path / "locs.csv", fmt="thunderstorm")
+    header = {n.strip('"') for n in path.read_text().splitlines()[0].split(",")}
+    need = {"frame", "x [nm]", "y [nm]", "intensity [photon]", "offset [photon]", "uncertainty_xy [nm]"}
+    need |= {"z [nm]", "sigma1 [nm]", "sigma2 [nm]"} if three_d else {"sigma [nm]"}
+    assert need <= header, need - header
+    _assert_same(table, read_table(path))
+
+
 def test_thunderstorm_px_units_need_pixel_size(tmp_path):
     path = tmp_path / "px.csv"
     path.write_text('"frame","x [px]","y [px]"\n1,2.5,3\n')
