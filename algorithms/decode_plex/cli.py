@@ -28,7 +28,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "frame_size": [32, 32], "px_size_nm": 100.0,
     "photons": [1000.0, 5000.0], "background": [10.0, 100.0],
     "density_per_um2": 0.3, "z_range_nm": [-500.0, 500.0],
-    "on_time_frames": 2.0, "dye_ratios": [], "shifts_px": [], "plane_ratios": [0.5, 0.5],
+    "on_time_frames": 2.0, "dye_ratios": [], "shifts_px": [], "plane_ratios": [0.5, 0.5], "focal_offsets_nm": [],
     "psf_sigma_px": 1.2, "camera": "perfect",
     "features": 48, "depth": 2,
     "epochs": 20, "steps_per_epoch": 100, "batch_size": 16, "lr": 3e-4, "schedule": "plateau", "warmup_steps": 100,
@@ -102,7 +102,10 @@ def build_train(p: dict[str, Any], calibration: Any = None, transforms: list[Any
             transforms=None if transforms is None else [np.asarray(t, float).tolist() for t in transforms],
             shifts_px=[tuple(s) for s in p["shifts_px"]], plane_ratios=[float(r) for r in p["plane_ratios"]],
             dye_ratios=[float(r) for r in p["dye_ratios"]],
+            focal_offsets_nm=[float(v) for v in p["focal_offsets_nm"]],
         )
+        if sim.focal_offsets_nm and len(sim.focal_offsets_nm) != channels:
+            raise BadInput(f"focal_offsets_nm needs one value per channel ({channels})")
         if calibration is not None and sim.three_d:
             zlo, zhi = calibration.psfs[0].z_range_nm
             if sim.z_range_nm[0] < zlo or sim.z_range_nm[1] > zhi:
@@ -141,7 +144,8 @@ def _photometry(cfg: Any, sim: Any, camera: Any, calibration_path: Path | None) 
         psfs = make_psfs(sim.simulation_config(0), calibration)
     except (CalibrationError, ValueError) as exc:
         raise BadInput(str(exc).splitlines()[0]) from None
-    return Photometry(psfs, sim.geometry(), tuple(cfg.px_size_nm), excess=2.0 if camera.kind == "emccd" else 1.0)
+    return Photometry(psfs, sim.geometry(), tuple(cfg.px_size_nm), excess=2.0 if camera.kind == "emccd" else 1.0,
+                      focal_offsets_nm=list(sim.focal_offsets_nm) or None)
 
 
 def _write_detection(detection: dict[str, Any], outputs: Path) -> None:

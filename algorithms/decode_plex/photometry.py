@@ -29,6 +29,7 @@ class Photometry:
     geometry: Any  # algorithms.simulation.geometry.ChannelGeometry
     px_size_nm: tuple[float, float]
     excess: float = 1.0  # variance per photon: 2 for an EMCCD's gain register, 1 otherwise
+    focal_offsets_nm: list[float] | None = None  # biplane: the z each channel's plane is focused on
 
     def measure(self, frames: np.ndarray, table: LocTable, frame_offset: int = 0) -> dict[str, np.ndarray]:
         """``photometry_c`` and ``photometry_sigma_c`` (photons) per channel c for the localizations of
@@ -47,7 +48,8 @@ class Photometry:
             for c in range(n_ch):
                 bg = table[f"bg_{c}"][rows] if f"bg_{c}" in table else table["bg"][rows]
                 xc, yc = self.geometry.to_channel(c, x_ref[rows], y_ref[rows])
-                n, s = _joint_fit(frames[f, c], self.psfs[c], xc, yc, z[rows], np.asarray(bg, float), self.excess)
+                zc = z[rows] - (self.focal_offsets_nm[c] if self.focal_offsets_nm else 0.0)
+                n, s = _joint_fit(frames[f, c], self.psfs[c], xc, yc, zc, np.asarray(bg, float), self.excess)
                 out[f"photometry_{c}"][rows], out[f"photometry_sigma_{c}"][rows] = n, s
         return out
 

@@ -52,6 +52,7 @@ class SampleConfig:
     transforms: list[list[list[float]]] | None = None  # 3 × 3 per channel, channel → reference, px
     shifts_px: list[tuple[float, float]] = field(default_factory=list)  # shortcut: channel k at ref + shift
     plane_ratios: list[float] = field(default_factory=lambda: [0.5, 0.5])  # biplane photon split
+    focal_offsets_nm: list[float] = field(default_factory=list)  # biplane: each plane's focus (nm)
     dye_ratios: list[float] = field(default_factory=list)  # multicolor: N(channel 1) / N(channel 0)
     min_target_photons: float = 100.0
 
@@ -105,7 +106,8 @@ class SampleConfig:
         """The simulation of one sample: a ``window``-frame movie."""
         psf = dict(self.psf)
         if self.three_d and psf.get("kind", "gaussian") == "gaussian":
-            psf.setdefault("astig_gamma_nm", 300.0)
+            # z from astigmatism, or, with planes focused apart, from the defocus the planes differ by
+            psf.setdefault("astig_gamma_nm", 0.0 if self.focal_offsets_nm else 300.0)
         n_dyes, model, transmission = 1, "independent", None
         if self.mode == "biplane":
             model = "biplane"
@@ -123,6 +125,7 @@ class SampleConfig:
             flux={"dist": "uniform", "low": low, "high": high},
             n_channels=self.channels, n_dyes=n_dyes, photon_model=model, transmission=transmission,
             plane_ratios=list(self.plane_ratios) if self.mode == "biplane" else None,
+            focal_offsets_nm=[float(v) for v in self.focal_offsets_nm] or None,
             background={"low": self.bg[0], "high": self.bg[1]}, camera=self.camera, psf=psf,
             transforms=self.channel_transforms(), seed=int(seed), backend="cpu",
         )

@@ -9,7 +9,8 @@ Parameters (JSON object; every key optional, units in the names): ``n_frames``; 
 {"kind": "filaments", "n_filaments": 10}, {"kind": "positions", "positions_nm": [[x, y, z], ...]});
 ``flux`` ({"dist": "uniform", "low", "high"} photons per frame fully on; "normal" mean/std; "fixed" value;
 per-channel lists allowed); ``n_channels``; ``photon_model`` (independent | biplane | ratiometric) with
-``plane_ratios`` or ``transmission`` (dye × channel) and ``n_dyes``; ``background`` ({"low", "high"} or
+``plane_ratios`` or ``transmission`` (dye × channel) and ``n_dyes``; ``focal_offsets_nm`` (per channel,
+the z its plane is focused on: biplane); ``background`` ({"low", "high"} or
 {"value"} photons/px per frame and channel, ``smooth_amplitude`` in [0, 1), ``smooth_scale_px``);
 ``camera`` (preset name "smlm-challenge-emccd" | "scmos-typical" | "perfect", or {"preset": ..., overrides}
 or all fields: kind, qe, spurious_e, em_gain (null unless EMCCD), read_noise_e, e_per_adu, baseline);

@@ -108,6 +108,7 @@ class SimulationConfig:
     photon_model: str = "independent"
     transmission: list[list[float]] | None = None
     plane_ratios: list[float] | str | None = None  # biplane: numbers, or "psf" (from the PSF norms)
+    focal_offsets_nm: list[float] | None = None  # per channel: the z its plane is focused on (biplane)
     background: dict[str, Any] = field(default_factory=lambda: {"low": 10.0, "high": 100.0})
     camera: Any = "perfect"
     psf: dict[str, Any] = field(default_factory=lambda: {"kind": "gaussian", "sigma_px": 1.2})
@@ -130,6 +131,8 @@ class SimulationConfig:
             raise ValueError("n_frames and n_channels must be >= 1")
         if not cfg.px_size_nm > 0:
             raise ValueError(f"px_size_nm must be positive, not {cfg.px_size_nm}")
+        if cfg.focal_offsets_nm is not None and len(cfg.focal_offsets_nm) != cfg.n_channels:
+            raise ValueError(f"focal_offsets_nm needs one value per channel ({cfg.n_channels})")
         return cfg
 
 
@@ -270,7 +273,8 @@ def simulate(cfg: SimulationConfig, calibration: Any = None, on_progress: Any = 
     x_ref, y_ref = em.x_nm / cfg.px_size_nm, em.y_nm / cfg.px_size_nm
     for k in range(cfg.n_channels):
         xk, yk = geom.to_channel(k, x_ref, y_ref)
-        plane = render_psf(psfs[k], em.frame, xk, yk, em.z_nm, ph[:, k], (cfg.n_frames, h, w), backend)
+        zk = em.z_nm - (cfg.focal_offsets_nm[k] if cfg.focal_offsets_nm else 0.0)  # the PSF at z from its focus
+        plane = render_psf(psfs[k], em.frame, xk, yk, zk, ph[:, k], (cfg.n_frames, h, w), backend)
         frames[:, k] = plane
         if on_progress:
             on_progress(0.2 + 0.6 * (k + 1) / cfg.n_channels, "render", channel=k)
