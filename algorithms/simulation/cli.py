@@ -5,7 +5,7 @@ Usage: ``python -m algorithms.simulation simulate --params P.json [--calibration
 
 Parameters (JSON object; every key optional, units in the names): ``n_frames``; ``frame_shape`` [H, W] px;
 ``px_size_nm``; ``emitters_per_frame`` or ``density_per_um2`` (emitters on per µm² per frame);
-``on_time_frames`` (mean on-time τ, frames); ``z_range_nm`` [low, high]; ``structure`` ("uniform",
+``on_time_frames`` (mean on-time τ, frames; or one per dye); ``z_range_nm`` [low, high]; ``structure`` ("uniform",
 {"kind": "filaments", "n_filaments": 10}, {"kind": "positions", "positions_nm": [[x, y, z], ...]});
 ``flux`` ({"dist": "uniform", "low", "high"} photons per frame fully on; "normal" mean/std; "fixed" value;
 per-channel lists allowed); ``n_channels``; ``photon_model`` (independent | biplane | ratiometric) with

@@ -139,7 +139,7 @@ def sample_fluorophores(
     rng: Any,
     density_per_um2: float | None = None,
     mean_per_frame: float | None = None,
-    on_time_frames: float = 2.0,
+    on_time_frames: float | list[float] = 2.0,
     z_range_nm: tuple[float, float] = (-500.0, 500.0),
     structure: str | dict[str, Any] = "uniform",
     flux: dict[str, Any] | None = None,
@@ -151,9 +151,14 @@ def sample_fluorophores(
 
     Give either ``density_per_um2`` (emitters on per µm² per frame) or ``mean_per_frame``. ``positions_nm``
     (an (N, 2|3) array, structure 'positions') places fluorophores at user positions instead of counting.
+    ``on_time_frames`` may give each dye its own mean on-time (one value per dye); each dye then keeps an
+    equal share of the emitters on per frame.
     """
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, not {n_frames}")
+    if not np.isscalar(on_time_frames):
+        return _per_dye_on_times(n_frames, extent_nm, rng, density_per_um2, mean_per_frame, list(on_time_frames),
+                                 z_range_nm, structure, flux, n_dyes, n_channels, positions_nm)
     if not on_time_frames > 0:
         raise ValueError(f"on_time_frames must be positive, not {on_time_frames}")
     w, h = extent_nm
@@ -190,6 +195,30 @@ def sample_fluorophores(
     dye = rng.integers(0, max(1, n_dyes), n)
     f = draw_flux(n, flux or {}, rng, n_channels)
     return Fluorophores(x, y, z, dye, t0, t_on, f)
+
+
+def _per_dye_on_times(n_frames: int, extent_nm: tuple[float, float], rng: Any, density_per_um2: float | None,
+                      mean_per_frame: float | None, taus: list[float], z_range_nm: tuple[float, float],
+                      structure: str | dict[str, Any], flux: dict[str, Any] | None, n_dyes: int, n_channels: int,
+                      positions_nm: np.ndarray | None) -> Fluorophores:
+    """:func:`sample_fluorophores` with a mean on-time per dye: each dye drawn as its own population (its
+    share of the density), then merged; at fixed positions each site's dye is drawn and its on-time follows."""
+    if len(taus) != max(1, n_dyes) or not all(t > 0 for t in taus):
+        raise ValueError(f"on_time_frames needs one positive value per dye ({max(1, n_dyes)}), not {taus}")
+    kind = structure if isinstance(structure, str) else structure.get("kind", "uniform")
+    if kind == "positions" or positions_nm is not None:
+        fl = sample_fluorophores(n_frames, extent_nm, rng, density_per_um2, mean_per_frame, 1.0, z_range_nm,
+                                 structure, flux, n_dyes, n_channels, positions_nm)
+        fl.t_on = rng.exponential(np.asarray(taus)[fl.dye])
+        return fl
+    share = None if mean_per_frame is None else mean_per_frame / len(taus)
+    dens = None if density_per_um2 is None else density_per_um2 / len(taus)
+    parts = [sample_fluorophores(n_frames, extent_nm, rng, dens, share, tau, z_range_nm, structure, flux, 1,
+                                 n_channels) for tau in taus]
+    for d, part in enumerate(parts):
+        part.dye[:] = d
+    return Fluorophores(*(np.concatenate([getattr(p, name) for p in parts])
+                          for name in ("x_nm", "y_nm", "z_nm", "dye", "t0", "t_on", "flux")))
 
 
 def frame_emitters(fl: Fluorophores, n_frames: int) -> FrameEmitters:

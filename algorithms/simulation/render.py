@@ -99,7 +99,7 @@ class SimulationConfig:
     px_size_nm: float = 100.0
     emitters_per_frame: float | None = 10.0
     density_per_um2: float | None = None
-    on_time_frames: float = 2.0
+    on_time_frames: float | list[float] = 2.0  # mean on-time (frames), or one per dye
     z_range_nm: tuple[float, float] | None = None  # default: the PSF's range less 10 %
     structure: Any = "uniform"
     flux: dict[str, Any] = field(default_factory=lambda: {"dist": "uniform", "low": 1000.0, "high": 5000.0})

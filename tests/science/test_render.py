@@ -257,3 +257,19 @@ def test_training_passes_the_planes_focus_on_and_takes_z_from_defocus():
 
     with pytest.raises(BadInput, match="one value per channel"):
         build_train({**p, "focal_offsets_nm": [100]})
+
+
+def test_each_dye_blinks_with_its_own_on_time_and_keeps_its_share_of_the_density():
+    cfg = SimulationConfig.from_dict({
+        "n_frames": 3000, "frame_shape": [32, 32], "n_dyes": 2, "n_channels": 2, "photon_model": "ratiometric",
+        "transmission": [[0.8, 0.2], [0.2, 0.8]], "density_per_um2": 0.4, "on_time_frames": [1.0, 6.0],
+        "seed": 3, "backend": "cpu"})
+    truth = simulate(cfg).truth
+    for dye, tau in ((0, 1.0), (1, 6.0)):
+        ids = truth["id"][truth["dye"] == dye]
+        frames_per_blink = len(ids) / len(np.unique(ids))  # frames each fluorophore is seen in, ≈ τ + 1
+        assert frames_per_blink == pytest.approx(tau + 1.0, rel=0.2), (dye, frames_per_blink)
+        per_frame = len(ids) / cfg.n_frames / (32 * 32 * 0.01)  # emitter-frames per µm² per frame
+        assert per_frame == pytest.approx(0.2, rel=0.2)
+    with pytest.raises(ValueError, match="one positive value per dye"):
+        simulate(SimulationConfig.from_dict({"n_frames": 5, "n_dyes": 2, "on_time_frames": [1.0]}))
