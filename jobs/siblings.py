@@ -1,6 +1,6 @@
 """Sibling files that a format needs beside the file a user picks (design §9): a Picasso `.hdf5` table is read
-with the `.yaml` of the same stem (its pixel size and history), so when the table is an input, that `.yaml`
-goes to the worker too.
+with the `.yaml` of the same stem (its pixel size and history), and a Picasso `.raw` movie with the `.yaml`
+that gives its frame size and data type, so when either is an input, that `.yaml` goes to the worker too.
 
 A sibling is found where the format's writer puts it: in the same dataset under the same stem, or among the
 same job's outputs in the same folder of the same attempt. `jobs.services.submit` adds it to the frozen
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from jobs.models import File
 
 # Suffix of a picked file → suffixes of the files that travel with it (same stem, same place).
-SIBLING_SUFFIXES: dict[str, tuple[str, ...]] = {".hdf5": (".yaml",)}
+SIBLING_SUFFIXES: dict[str, tuple[str, ...]] = {".hdf5": (".yaml",), ".raw": (".yaml",)}
 
 
 def stem(name: str) -> str:

@@ -237,7 +237,8 @@ def fit_main(argv: list[str] | None) -> int:
         "(nm), dye_ratios (channel-1/channel-0 photons per dye), min_posterior, chunk (frames)."))
     job_arguments(ap)
     ap.add_argument("--model", type=Path, help="model.pt written by train")
-    ap.add_argument("--frames", type=Path, nargs="*", default=[], help="TIFF file(s), one movie in this order")
+    ap.add_argument("--frames", type=Path, nargs="*", default=[],
+                    help="TIFF file(s) or Picasso .raw movie(s) (with their .yaml), one movie in this order")
     ap.add_argument("--frames-b", type=Path, nargs="*", default=[], help="second camera's TIFF file(s)")
     ap.add_argument("--calibration", type=Path, help="must be the calibration the model was trained for")
     args = ap.parse_args(argv)
@@ -245,7 +246,8 @@ def fit_main(argv: list[str] | None) -> int:
     if p["debias"] not in ("auto", True, False):
         raise BadInput(f"debias must be \"auto\", true or false, not {json.dumps(p['debias'])}")
     model_path = args.model or next(iter(_slot(args.inputs, "model")), None)
-    frames = list(args.frames) or _slot(args.inputs, "frames")
+    # A Picasso .raw movie's .yaml travels with it into the slot: it is read by the movie, not a movie itself.
+    frames = list(args.frames) or [p for p in _slot(args.inputs, "frames") if p.suffix.lower() != ".yaml"]
     calibration = args.calibration or next(iter(_slot(args.inputs, "calibration")), None)
     if model_path is None or not Path(model_path).is_file():
         raise BadInput(f"model file {model_path} not found")

@@ -1,4 +1,4 @@
-"""Raw camera movies from TIFF / OME-TIFF / BigTIFF files, read lazily.
+"""Raw camera movies from TIFF / OME-TIFF / BigTIFF files and Picasso raw movies, read lazily.
 
 A `Movie` is one or several TIFF files seen as one stack of 2D frames (T, H, W) in the camera's own dtype
 (ADU; the camera model turns them into photons later, design §6). Nothing is loaded whole:
@@ -134,8 +134,60 @@ class _File:
         self.tif.close()
 
 
+class _RawFile:
+    """A Picasso raw movie: headerless frames (``.raw``) described by the ``.yaml`` beside it (Width, Height,
+    Frames, Data Type, Byte Order; Picasso writes a list of YAML documents, the first one describes the movie).
+    Memory-mapped; the file must hold exactly the frames the YAML declares."""
+
+    channels = 1
+
+    def __init__(self, path: Path):
+        import yaml
+
+        self.path = path
+        info_path = path.with_suffix(".yaml")
+        if not info_path.is_file():
+            raise bad(path, f"a Picasso raw movie is read with its {info_path.name} (Width, Height, Frames, "
+                            "Data Type, Byte Order), which is not beside it")
+        try:
+            docs = list(yaml.safe_load_all(info_path.read_text(errors="replace")))
+            info = docs[0] if docs and isinstance(docs[0], dict) else {}
+            width, height, frames = (int(info[k]) for k in ("Width", "Height", "Frames"))
+            dtype = np.dtype(str(info.get("Data Type", "uint16"))).newbyteorder(str(info.get("Byte Order", "<")))
+        except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            raise bad(info_path, f"not a Picasso movie description ({type(exc).__name__}: {exc}); it needs "
+                                 "Width, Height, Frames and Data Type") from None
+        if min(width, height, frames) < 1 or width * height > MAX_FRAME_PIXELS:
+            raise bad(info_path, f"declares frames of {width} × {height} px, {frames} of them: not a camera movie")
+        need = width * height * frames * dtype.itemsize
+        if path.stat().st_size != need:
+            raise bad(path, f"holds {path.stat().st_size} bytes; {frames} frames of {width} × {height} "
+                            f"{dtype.name} are {need} (truncated, or the .yaml is another movie's)")
+        self.shape, self.dtype, self.info = (height, width), dtype, info
+        self._map: np.memmap | None = np.memmap(path, dtype=dtype, mode="r", shape=(frames, height, width))
+
+    def __len__(self) -> int:
+        return 0 if self._map is None else len(self._map)
+
+    @property
+    def memory_mapped(self) -> bool:
+        return True
+
+    def frame(self, i: int) -> np.ndarray:
+        return np.asarray(self._map[i])
+
+    def metadata(self) -> MovieMetadata:
+        px = self.info.get("Pixelsize")
+        return MovieMetadata(px_size_nm=float(px) if isinstance(px, int | float) else None,
+                             extra={"picasso": True})
+
+    def close(self) -> None:
+        self._map = None
+
+
 class Movie:
-    """Several TIFF files as one (T, H, W) movie. Index with an int (one frame) or a slice (a block)."""
+    """Several TIFF files (or Picasso raw movies) as one (T, H, W) movie. Index with an int (one frame) or a
+    slice (a block)."""
 
     def __init__(self, paths: Sequence[Path | str]):
         if not paths:
@@ -146,7 +198,7 @@ class Movie:
                 path = Path(path)
                 if not path.is_file():
                     raise bad(path, "no such file")
-                self.files.append(_File(path))
+                self.files.append(_RawFile(path) if path.suffix.lower() == ".raw" else _File(path))
         except BaseException:
             self.close()
             raise
@@ -160,7 +212,8 @@ class Movie:
             if len(f) % f.channels:
                 raise bad(f.path, f"holds {len(f)} images, not a whole number of frames of {f.channels} channels")
         self._starts = np.cumsum([0] + [len(f) for f in self.files])
-        self.metadata = read_metadata(self.files[0])
+        first = self.files[0]
+        self.metadata = first.metadata() if isinstance(first, _RawFile) else read_metadata(first)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -241,9 +294,9 @@ def open_movie(paths: Path | str | Sequence[Path | str]) -> Movie:
     if isinstance(paths, str | Path):
         path = Path(paths)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".raw"))
             if not files:
-                raise bad(path, "folder holds no .tif/.tiff files")
+                raise bad(path, "folder holds no .tif/.tiff/.raw files")
             return Movie(files)
         return Movie([path])
     return Movie(list(paths))

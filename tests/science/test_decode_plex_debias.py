@@ -101,3 +101,19 @@ def test_a_thread_count_that_is_no_count_is_refused_in_one_line(threads, tmp_pat
                           timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and done.stderr.strip().startswith("error: threads must be a whole number")
     assert done.stderr.count("\n") == 1
+
+
+def test_a_picasso_raw_movie_fits_like_the_tiff_it_was_made_from(movies, tmp_path):
+    import tifffile
+    import yaml
+
+    frames = tifffile.imread(movies["uniform"] / "frames.tif")[:, 0]  # (T, H, W) uint16 ADU
+    frames[:60].astype(">u2").tofile(tmp_path / "movie.raw")
+    (tmp_path / "movie.yaml").write_text(yaml.safe_dump_all([{"Byte Order": ">", "Data Type": "uint16",
+                                                              "Frames": 60, "Height": 64, "Width": 64}]))
+    tifffile.imwrite(tmp_path / "movie.tif", frames[:60])
+    _, from_raw = _fit(tmp_path / "movie.raw", tmp_path / "raw", "auto")
+    _, from_tif = _fit(tmp_path / "movie.tif", tmp_path / "tif", "auto")
+    assert len(from_raw) == len(from_tif) > 0
+    for col in ("frame", "x", "y", "photons"):
+        np.testing.assert_array_equal(from_raw[col], from_tif[col], err_msg=col)

@@ -125,6 +125,16 @@ def test_a_picasso_table_from_a_dataset_brings_its_yaml_into_the_spec_and_the_cl
     assert got.status_code == 200 and b"".join(got.streaming_content) == YAML
 
 
+def test_a_picasso_raw_movie_brings_the_yaml_that_describes_its_frames(user, dataset):
+    movie = add(dataset, "movie.raw", bytes(2 * 8 * 8))
+    add(dataset, "movie.yaml", b"Width: 8\nHeight: 8\nFrames: 1\nData Type: uint16\nByte Order: <\n")
+    model = add(dataset, "model.pt", b"weights")
+    job, _ = services.submit(user, application="decode-plex", entrypoint="fit",
+                             inputs={"frames": [str(movie.pk)], "model": [str(model.pk)]}, params={"device": "cpu"})
+    assert [(i["slot"], i["name"], i.get("sibling_of")) for i in job.spec["inputs"] if i["slot"] == "frames"] == [
+        ("frames", "movie.raw", None), ("frames", "movie.yaml", str(movie.pk))]
+
+
 def test_a_picasso_table_among_a_jobs_outputs_brings_the_yaml_of_its_own_folder(user, worker):
     job = finished_job(user, worker, {"ch0/locs.hdf5": HDF5, "ch0/locs.yaml": YAML,
                                       "ch1/locs.hdf5": HDF5 + b"1", "ch1/locs.yaml": b"Pixelsize: 160\n"})
