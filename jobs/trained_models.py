@@ -24,6 +24,7 @@ from jobs.models import File, Institution, Job, TrainedModel
 TRAIN = ("decode-plex", "train")
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "train_history.json"
+DETECTION_FILE = "detection.json"  # the detection threshold training chose, and its curve
 NOT_IN_KEY = ("device", "threads")  # where and on how many cores a model trains does not change what it learns
 MAX_HISTORY_BYTES = 4 * 1024 * 1024
 
@@ -55,21 +56,32 @@ def find_reusable(user, spec: dict[str, Any]) -> TrainedModel | None:
     return visible(user).filter(reuse_key=reuse_key(spec)).select_related("file", "train_job").first()
 
 
-def _last_metrics(job: Job) -> dict[str, float]:
-    """The last epoch's numbers from the train job's history (a job output: anything may be in it)."""
-    history = job.outputs.filter(key__endswith=f"/{HISTORY_FILE}").first()
-    if history is None or history.size > MAX_HISTORY_BYTES:
+def _numbers(data: Any) -> dict[str, float]:
+    """The finite numbers of a JSON object (anything may be in a job's output)."""
+    if not isinstance(data, dict):
         return {}
-    try:
-        with storage.open_file(history.key) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    last = data[-1] if isinstance(data, list) and data else data if isinstance(data, dict) else {}
-    if not isinstance(last, dict):
-        return {}
-    return {str(k): float(v) for k, v in last.items()
+    return {str(k): float(v) for k, v in data.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _output_json(job: Job, name: str) -> Any:
+    found = job.outputs.filter(key__endswith=f"/{name}").first()
+    if found is None or found.size > MAX_HISTORY_BYTES:
+        return None
+    try:
+        with storage.open_file(found.key) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _last_metrics(job: Job) -> dict[str, float]:
+    """The last epoch's numbers from the train job's history, and the detection threshold it chose."""
+    data = _output_json(job, HISTORY_FILE)
+    last = data[-1] if isinstance(data, list) and data else data
+    metrics = _numbers(last)
+    metrics.update({k: v for k, v in _numbers(_output_json(job, DETECTION_FILE)).items() if k == "prob_threshold"})
+    return metrics
 
 
 def register(job: Job) -> TrainedModel | None:
@@ -123,14 +135,17 @@ def register_bundled() -> list[TrainedModel]:
             continue
         sidecar = bundled.sidecar_path(path)
         info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        name = f"{path.stem} (bundled)"
         key, size, digest = storage.save_stream(f"bundled/models/{sha[:12]}/{path.name}", io.BytesIO(data))
         file = File.objects.create(owner=system_user(), key=key, name=path.name, size=size, sha256=digest)
         params = json.loads(params_file.read_text())
-        metrics = info.get("validation") if isinstance(info.get("validation"), dict) else {}
+        metrics = _numbers(info.get("validation"))
+        metrics.update({k: v for k, v in _numbers(info.get("detection")).items() if k == "prob_threshold"})
+        # A newer copy of a bundled model replaces the row of the older one (its file stays, for the jobs
+        # that fitted with it): two rows of one name would leave the fit picker without its default.
+        TrainedModel.objects.filter(owner=None, name=name).delete()
         found.append(TrainedModel.objects.create(
-            name=f"{path.stem} (bundled)", owner=None, visibility=TrainedModel.Visibility.PUBLIC, file=file,
+            name=name, owner=None, visibility=TrainedModel.Visibility.PUBLIC, file=file,
             # Its key is the file's digest, never a train's: it was trained by another code version.
-            params=params, code_version=str(info.get("code_version", "")), reuse_key=sha,
-            metrics={k: float(v) for k, v in metrics.items()
-                     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}))
+            params=params, code_version=str(info.get("code_version", "")), reuse_key=sha, metrics=metrics))
     return found

@@ -17,7 +17,7 @@ SHOWN_PARAMS = ("mode", "channels", "three_d", "camera", "px_size_nm", "psf_sigm
 
 # The validation figures a scientist looks at first, with their names; a training history's val_* and loss next.
 KEY_METRICS = (("jaccard", "JI"), ("rmse_lat", "lateral RMSE (nm)"), ("rmse_lat_over_crlb", "RMSE / √CRLB"),
-               ("precision", "precision"), ("recall", "recall"))
+               ("precision", "precision"), ("recall", "recall"), ("prob_threshold", "detection threshold"))
 
 
 def _value(value) -> str:

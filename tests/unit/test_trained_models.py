@@ -12,7 +12,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import Dataset, Institution, Job, Membership, TrainedModel
+from jobs.models import Dataset, File, Institution, Job, Membership, TrainedModel
 from jobs.trained_models import register_bundled
 from tests.conftest import GPU16_CAPS, _enrolled_worker, play_attempt
 
@@ -134,6 +134,7 @@ def test_the_bundled_model_is_registered_once_public_and_fittable(user, dataset)
     assert [m.name for m in first] == ["generic-2d-emccd (bundled)"]
     assert register_bundled() == first and TrainedModel.objects.count() == 1  # idempotent
     model = first[0]
+    assert model.metrics["prob_threshold"] == 0.55 and model.metrics["jaccard"] > 0.9  # chosen, and validated
     assert model.owner is None and model.visibility == "public" and model.params["camera"] == "smlm-challenge-emccd"
     movie = services.add_file(dataset, "movie.tif", io.BytesIO(b"II*\x00"))
     fit, _ = services.submit(user, application="decode-plex", entrypoint="fit",
@@ -141,7 +142,27 @@ def test_the_bundled_model_is_registered_once_public_and_fittable(user, dataset)
     assert fit.inputs.filter(pk=model.file_id).exists()
     browser = Client()
     browser.force_login(user)
-    assert "bundled with Locus" in browser.get("/models/").content.decode()
+    page = browser.get("/models/").content.decode()
+    assert "bundled with Locus" in page and "detection threshold" in page
+
+
+def test_a_newer_bundled_model_replaces_the_older_row_and_keeps_its_file(user):
+    [current] = register_bundled()
+    older_file = File.objects.create(owner=current.file.owner, key="bundled/models/old/generic-2d-emccd.pt",
+                                     name="generic-2d-emccd.pt", size=3, sha256="0" * 64)
+    current.delete()
+    older = TrainedModel.objects.create(name="generic-2d-emccd (bundled)", owner=None, visibility="public",
+                                        file=older_file, params={}, reuse_key="0" * 64)
+    [newer] = register_bundled()
+    assert list(TrainedModel.objects.filter(owner=None)) == [newer] and newer.pk != older.pk
+    assert File.objects.filter(pk=older_file.pk).exists()  # jobs that fitted with it still find their input
+
+
+def test_a_train_that_chose_its_threshold_shows_it_among_its_metrics(user, gpu_worker):
+    job = train(user)
+    play_attempt(gpu_worker, job, {"model.pt": MODEL, "train_history.json": json.dumps(HISTORY).encode(),
+                                   "detection.json": json.dumps({"prob_threshold": 0.6, "curve": []}).encode()})
+    assert TrainedModel.objects.get(train_job=job).metrics["prob_threshold"] == 0.6
 
 
 def test_the_train_form_offers_train_again_and_rerun_trains_again(user, gpu_worker):
