@@ -202,7 +202,8 @@ def main() -> None:
                         f"{params_path().relative_to(REPO)} --outputs DIR (device cpu, one thread)",
         "code_version": blob.get("code_version"), "parameters": net.n_parameters(),
         "model_config": blob["model_config"], "camera": blob.get("camera"), "train_params": blob["train_params"],
-        "detection": {k: v for k, v in (blob.get("detection") or {}).items() if k != "curve"} or None,
+        "detection": {k: v for k, v in (blob.get("detection") or {}).items() if k not in ("curve", "curves")}
+        or None,  # the threshold and how it was chosen; the curves are in the model file
         "training": training_summary(blob),
         "validation": validation,
     }

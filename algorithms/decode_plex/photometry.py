@@ -46,7 +46,7 @@ class Photometry:
                 continue
             rows = np.flatnonzero(frame == f)
             for c in range(n_ch):
-                bg = table[f"bg_{c}"][rows] if f"bg_{c}" in table else table["bg"][rows]
+                bg = table[f"bg_{c}" if c else "bg"][rows]  # extract's per-channel backgrounds
                 xc, yc = self.geometry.to_channel(c, x_ref[rows], y_ref[rows])
                 zc = z[rows] - (self.focal_offsets_nm[c] if self.focal_offsets_nm else 0.0)
                 n, s = _joint_fit(frames[f, c], self.psfs[c], xc, yc, zc, np.asarray(bg, float), self.excess)
@@ -82,7 +82,6 @@ def _joint_fit(image: np.ndarray, psf: Any, x: np.ndarray, y: np.ndarray, z: np.
     design[np.arange(len(pixels)), m + owner] = 1.0
     data = image.reshape(-1)[pixels]
     model = bg[owner] + design[:, :m] @ np.full(m, 100.0)
-    params = np.zeros(2 * m)
     for _ in range(iterations):
         var = excess * np.maximum(model, 1.0)
         a = design / var[:, None]

@@ -107,9 +107,6 @@ def extract(
             cols["sigma_photons"] = sig[:, 0] * cfg.photon_scale
         bg = at("bg") * cfg.bg_scale
         cols["bg"] = bg[:, 0]
-        if cfg.channels > 1:  # each channel's own, for the photometry of colour assignment
-            for c in range(cfg.channels):
-                cols[f"bg_{c}"] = bg[:, c]
         for c in range(1, bg.shape[1]):
             cols[f"bg_{c}"] = bg[:, c]
     return LocTable.from_arrays({"px_size_nm": list(cfg.px_size_nm)}, **cols)

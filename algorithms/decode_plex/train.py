@@ -230,7 +230,6 @@ def train(
                      "scheduler": None if sched is None else sched.state_dict(), "epoch": epoch + 1,
                      "history": history, "best_loss": best, "model_config": model_cfg.to_dict()}, ckpt_path)
     # The detection threshold the model is fitted with, chosen on samples no step or validation saw.
-    net.eval()
     detection = calibrate(net, calibration_samplers or {0.0: sampler}, device, samples=max(tc.val_samples, 64),
                           seed=tc.seed, batch_size=tc.batch_size)
     report(1.0, "calibrate", metrics={"prob_threshold": detection["prob_threshold"], "calibration_jaccard": max(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tempfile
 import time
 import uuid
@@ -39,7 +38,6 @@ from locus_client.retry import TRANSIENT_ERRORS, RetryPolicy
 TERMINAL = ("succeeded", "failed", "cancelled")
 HASH_CHUNK = 1024 * 1024
 PIPELINE = "pipeline"  # the application under which the registry's pipelines are submitted
-_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I)
 
 
 class LocusError(Exception):
@@ -160,7 +158,7 @@ class Locus:
                     local.append((slot, path))
                 elif isinstance(value, Path) or "/" in str(value) or "." in path.name:
                     raise LocusError(f"input {slot}={value}: no such file (a file id has no slash or dot)")
-                elif _UUID.match(str(value)):
+                elif _is_uuid(str(value)):
                     out.setdefault(slot, []).append(str(value))
                 else:
                     out.setdefault(slot, []).append(self.model_file(str(value), slot))
@@ -178,7 +176,7 @@ class Locus:
             timeout: float | None = None) -> dict:
         """Upload local inputs, submit, wait for the end and, if it succeeded and `out` is given, download the
         outputs there; answers the finished job (check its `status`)."""
-        name = dataset_name or f"{application} {entrypoint} {time.strftime('%Y-%m-%d %H:%M')}"
+        name = dataset_name or default_dataset_name(application, entrypoint)
         job = self.submit(application, entrypoint, params=params, version=version,
                           inputs=self.upload_inputs(inputs or {}, name))
         job = self.wait(job["id"], timeout=timeout, on_log=on_log)
@@ -332,6 +330,20 @@ class Locus:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         return [self.download(out, folder) for out in self.outputs(job_id)]
+
+
+def default_dataset_name(application: str, entrypoint: str) -> str:
+    """The dataset local inputs go into unless named: what ran and when (a pipeline by its name alone)."""
+    what = entrypoint if application == PIPELINE else f"{application} {entrypoint}"
+    return f"{what} {time.strftime('%Y-%m-%d %H:%M')}"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _relative_parts(path: str) -> list[str]:

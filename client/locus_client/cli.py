@@ -16,11 +16,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from locus_client.api import PIPELINE, TERMINAL, Locus, LocusError
+from locus_client.api import PIPELINE, TERMINAL, Locus, LocusError, default_dataset_name
 
 
 class Line:
@@ -139,8 +138,7 @@ def cmd_run(locus: Locus, args) -> int:
     line = Line()
     application, entrypoint = _target(args.what)
     params = _params(args.param)
-    dataset_name = args.dataset or f"{entrypoint if application == PIPELINE else application + ' ' + entrypoint} " \
-                                   f"{time.strftime('%Y-%m-%d %H:%M')}"
+    dataset_name = args.dataset or default_dataset_name(application, entrypoint)
     inputs = _upload_inputs(locus, _pairs(args.input, "-i"), dataset_name, line)
     job = locus.submit(application, entrypoint, params=params, inputs=inputs, version=args.version)
     print(job["id"])
